@@ -1,0 +1,37 @@
+// Options of the aggregator (mlink-cloud), loaded from configs/cloud.yaml.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mlink/common/status.h"
+#include "mlink/link/spec.h"
+
+namespace mlink::cloud {
+
+struct LinkOptions {
+  std::string id;                  // unique link name, e.g. "hog->fullbody"
+  link::LinkSpec spec;
+  uint64_t init_seed = 1;          // the global link starts from this seed (Algorithm 1, line 1)
+  int min_edges = 1;               // a round closes once this many updates arrived ...
+  double round_deadline_s = 60;    // ... or when the deadline passes with at least `quorum`
+  int quorum = 1;
+  std::string aggregation = "mean";  // "mean" (Algorithm 1) or "sample_weighted"
+  std::vector<std::string> allowed_edges;  // certificate subjects (CN) allowed; empty = any
+};
+
+struct CloudOptions {
+  std::string listen_host = "127.0.0.1";
+  int port = 8443;
+  std::string ca_file, cert_file, key_file;  // PEM, resolved relative to the config file
+  std::string data_dir = "cloud-data";       // SQLite state lives here
+  std::string log_level = "info";
+  std::string log_format = "text";
+  std::vector<LinkOptions> links;
+};
+
+// Loads and validates; the error lists every bad key with file:line.
+Result<CloudOptions> LoadCloudOptions(const std::string& path);
+
+}  // namespace mlink::cloud

@@ -1,0 +1,50 @@
+#include "mlink/cloud/options.h"
+
+#include <set>
+
+#include "mlink/common/config.h"
+
+namespace mlink::cloud {
+
+Result<CloudOptions> LoadCloudOptions(const std::string& path) {
+  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadFile(path));
+  CloudOptions o;
+  config::Section server = root.Child("server", true);
+  server.Optional("listen", &o.listen_host);
+  server.Optional("port", &o.port, 1, 65535);
+  config::Section tls = root.Child("tls", true);
+  tls.RequiredPath("ca", &o.ca_file);
+  tls.RequiredPath("cert", &o.cert_file);
+  tls.RequiredPath("key", &o.key_file);
+  root.OptionalPath("data_dir", &o.data_dir);
+  config::Section log = root.Child("log");
+  log.Optional("level", &o.log_level, {"debug", "info", "warn", "error"});
+  log.Optional("format", &o.log_format, {"text", "json"});
+  std::set<std::string> ids;
+  for (config::Section l : root.List("links", true)) {
+    LinkOptions lo;
+    l.Required("id", &lo.id);
+    config::Section spec = l.Child("spec", true);
+    lo.spec = link::LinkSpecFromConfig(spec);
+    if (spec.present()) {
+      Status st = lo.spec.Validate();
+      if (!st.ok() && l.Has("spec")) l.Error("spec", st.message());
+    }
+    int64_t seed = 1;
+    l.Optional("init_seed", &seed, 0, INT64_MAX);
+    lo.init_seed = static_cast<uint64_t>(seed);
+    config::Section round = l.Child("round");
+    round.Optional("min_edges", &lo.min_edges, 1, 100000);
+    round.Optional("deadline_s", &lo.round_deadline_s, 0.1, 86400.0);
+    round.Optional("quorum", &lo.quorum, 1, 100000);
+    round.Optional("aggregation", &lo.aggregation, {"mean", "sample_weighted"});
+    if (lo.quorum > lo.min_edges) round.Error("quorum", "must not exceed min_edges (" + std::to_string(lo.min_edges) + ")");
+    l.Optional("allowed_edges", &lo.allowed_edges);
+    if (!lo.id.empty() && !ids.insert(lo.id).second) l.Error("id", "duplicate link id '" + lo.id + "'");
+    o.links.push_back(lo);
+  }
+  MLINK_RETURN_IF_ERROR(root.Finish());
+  return o;
+}
+
+}  // namespace mlink::cloud

@@ -1,0 +1,59 @@
+// Many links at once. Links are tiny, so per-call framework overhead dominates their cost; these
+// run every link of a group as one stacked computation (batched matmuls over stacked weights,
+// padding to the group's largest dims, masks keep each link exactly its own size).
+//
+// Training many links this way is mathematically the same as training each alone with the same
+// mini-batch order: the loss is a sum of per-link losses and RMSprop is element-wise.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "mlink/link/link.h"
+
+namespace mlink::link {
+
+struct PairwiseResult {
+  int source = 0;
+  int target = 0;
+  std::unique_ptr<Link> link;
+  TrainReport report;
+};
+
+// Trains the links (source -> target) for every listed pair of models, grouped by architecture,
+// each group as one stacked computation. `outputs[m]` is model m's column (all aligned, same
+// rows); `specs[m]` its format and task. Pairs empty = all k(k-1) ordered pairs.
+struct PairwiseOptions {
+  TrainOptions train;
+  int hidden = 0;          // 0 = 2 x target length
+  double dropout = 0.0;
+  int embed_dim = 32;
+  int lstm_hidden = 64;
+  std::vector<std::pair<int, int>> pairs;
+};
+
+struct ModelOutputSpec {
+  OutputFormat format;
+  TaskKind task = TaskKind::kSingleLabel;
+};
+
+Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputSpec>& models,
+                                                   const std::vector<Column>& outputs,
+                                                   const PairwiseOptions& options);
+
+// Runs many vec2vec-style links (any architecture; grouped internally) on their inputs in one
+// stacked pass per group. inputs[l] feeds links[l]. Outputs as Link::Predict.
+class BatchedPredictor {
+ public:
+  static Result<std::unique_ptr<BatchedPredictor>> Create(const std::vector<const Link*>& links);
+  ~BatchedPredictor();
+  Result<std::vector<Column>> Predict(const std::vector<const Column*>& inputs) const;
+
+  struct Impl;
+
+ private:
+  explicit BatchedPredictor(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mlink::link

@@ -1,0 +1,167 @@
+#include "mlink/link/batched.h"
+
+#include <map>
+#include <mutex>
+
+#include "link/modules.h"
+#include "link/trainer.h"
+
+namespace mlink::link {
+
+using internal::StackedLink;
+
+namespace {
+
+struct Dims {
+  int64_t din = 0, tin = 0, dout = 0, to = 0;
+};
+
+Dims GroupDims(const std::vector<LinkSpec>& specs) {
+  Dims d;
+  for (const auto& s : specs) {
+    d.din = std::max<int64_t>(d.din, s.source.dim);
+    d.tin = std::max<int64_t>(d.tin, s.source.max_len + 1);
+    d.dout = std::max<int64_t>(d.dout, s.target.dim);
+    d.to = std::max<int64_t>(d.to, s.target.max_len + 1);
+  }
+  return d;
+}
+
+}  // namespace
+
+Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputSpec>& models,
+                                                  const std::vector<Column>& outputs,
+                                                  const PairwiseOptions& options) {
+  const int k = static_cast<int>(models.size());
+  if (outputs.size() != models.size()) return Status::InvalidArgument("pairwise training: one output column per model expected");
+  std::vector<std::pair<int, int>> pairs = options.pairs;
+  if (pairs.empty()) {
+    for (int i = 0; i < k; ++i) {
+      for (int j = 0; j < k; ++j) {
+        if (i != j) pairs.emplace_back(i, j);
+      }
+    }
+  }
+  // Group the links by architecture; each group trains as one stacked computation.
+  std::map<int, std::vector<std::size_t>> groups;
+  std::vector<LinkSpec> specs;
+  for (std::size_t p = 0; p < pairs.size(); ++p) {
+    auto [i, j] = pairs[p];
+    if (i < 0 || j < 0 || i >= k || j >= k || i == j) return Status::InvalidArgument("pairwise training: bad pair (" + std::to_string(i) + ", " + std::to_string(j) + ")");
+    LinkSpec s;
+    s.source = models[i].format;
+    s.target = models[j].format;
+    s.task = models[j].task;
+    s.hidden = options.hidden;
+    s.dropout = options.dropout;
+    s.embed_dim = options.embed_dim;
+    s.lstm_hidden = options.lstm_hidden;
+    Status st = s.Validate();
+    if (!st.ok()) return st.WithContext("link " + std::to_string(i) + " -> " + std::to_string(j));
+    specs.push_back(s);
+    groups[static_cast<int>(internal::ArchOf(s))].push_back(p);
+  }
+  std::vector<PairwiseResult> results(pairs.size());
+  torch::Device device(torch::kCPU);
+  for (const auto& [arch, members] : groups) {
+    std::vector<LinkSpec> gs;
+    std::vector<const Column*> xs, ys;
+    for (std::size_t p : members) {
+      gs.push_back(specs[p]);
+      xs.push_back(&outputs[pairs[p].first]);
+      ys.push_back(&outputs[pairs[p].second]);
+    }
+    Dims d = GroupDims(gs);
+    MLINK_ASSIGN_OR_RETURN(auto x, internal::PackSources(gs, xs, d.din, d.tin));
+    MLINK_ASSIGN_OR_RETURN(auto y, internal::PackTargets(gs, ys, d.dout, d.to));
+    StackedLink module{nullptr};
+    try {
+      std::lock_guard<std::mutex> lock(internal::InitMutex());
+      torch::manual_seed(options.train.seed + static_cast<uint64_t>(arch));
+      module = StackedLink(gs);
+    } catch (const std::exception& e) {
+      return Status::Internal(std::string("creating stacked links: ") + e.what());
+    }
+    std::vector<TrainReport> reports;
+    try {
+      MLINK_ASSIGN_OR_RETURN(reports, internal::TrainStacked(module, x, y, ys, options.train, device));
+    } catch (const std::exception& e) {
+      return Status::Internal(std::string("stacked link training failed: ") + e.what());
+    }
+    for (std::size_t m = 0; m < members.size(); ++m) {
+      std::size_t p = members[m];
+      MLINK_ASSIGN_OR_RETURN(auto link, Link::Create(gs[m], 1));
+      MLINK_RETURN_IF_ERROR(link->SetParams(module->ExportLink(static_cast<int64_t>(m))));
+      results[p].source = pairs[p].first;
+      results[p].target = pairs[p].second;
+      results[p].link = std::move(link);
+      results[p].report = reports[m];
+    }
+  }
+  return results;
+}
+
+struct BatchedPredictor::Impl {
+  struct Group {
+    std::vector<std::size_t> members;  // indices into the links given to Create
+    std::vector<LinkSpec> specs;
+    StackedLink module{nullptr};
+    Dims dims;
+  };
+  std::vector<Group> groups;
+  std::size_t count = 0;
+};
+
+BatchedPredictor::BatchedPredictor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+BatchedPredictor::~BatchedPredictor() = default;
+
+Result<std::unique_ptr<BatchedPredictor>> BatchedPredictor::Create(const std::vector<const Link*>& links) {
+  auto impl = std::make_unique<Impl>();
+  impl->count = links.size();
+  std::map<int, std::size_t> by_arch;
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    int arch = static_cast<int>(internal::ArchOf(links[i]->spec()));
+    auto it = by_arch.find(arch);
+    if (it == by_arch.end()) {
+      it = by_arch.emplace(arch, impl->groups.size()).first;
+      impl->groups.emplace_back();
+    }
+    auto& g = impl->groups[it->second];
+    g.members.push_back(i);
+    g.specs.push_back(links[i]->spec());
+  }
+  try {
+    for (auto& g : impl->groups) {
+      g.module = StackedLink(g.specs);
+      g.module->eval();
+      g.dims = GroupDims(g.specs);
+      for (std::size_t m = 0; m < g.members.size(); ++m) {
+        MLINK_RETURN_IF_ERROR(g.module->ImportLink(static_cast<int64_t>(m), links[g.members[m]]->GetParams()));
+      }
+    }
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("building batched predictor: ") + e.what());
+  }
+  return std::unique_ptr<BatchedPredictor>(new BatchedPredictor(std::move(impl)));
+}
+
+Result<std::vector<Column>> BatchedPredictor::Predict(const std::vector<const Column*>& inputs) const {
+  if (inputs.size() != impl_->count) return Status::InvalidArgument("batched prediction: one input per link expected");
+  std::vector<Column> out(inputs.size());
+  try {
+    for (auto& g : impl_->groups) {
+      std::vector<const Column*> xs;
+      for (std::size_t i : g.members) xs.push_back(inputs[i]);
+      MLINK_ASSIGN_OR_RETURN(auto x, internal::PackSources(g.specs, xs, g.dims.din, g.dims.tin));
+      auto pred = internal::PredictStacked(g.module, x, torch::Device(torch::kCPU));
+      for (std::size_t m = 0; m < g.members.size(); ++m) {
+        out[g.members[m]] = internal::UnpackPrediction(g.module, pred, static_cast<int64_t>(m));
+      }
+    }
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("batched prediction failed: ") + e.what());
+  }
+  return out;
+}
+
+}  // namespace mlink::link

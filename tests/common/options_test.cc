@@ -1,0 +1,95 @@
+// The shipped configs load, and bad ones fail with errors naming file, line and key.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "mlink/cloud/options.h"
+#include "mlink/edge/options.h"
+#include "mlink/protocol/endpoint.h"
+
+namespace mlink {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string WriteTemp(const std::string& name, const std::string& text) {
+  std::string p = (fs::temp_directory_path() / ("mlink-" + std::to_string(::getpid()) + "-" + name)).string();
+  std::ofstream(p) << text;
+  return p;
+}
+
+TEST(OptionsTest, ShippedCloudConfigLoads) {
+  auto o = cloud::LoadCloudOptions(std::string(MLINK_SOURCE_DIR) + "/configs/cloud.yaml");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->port, 8443);
+  ASSERT_EQ(o->links.size(), 2u);
+  EXPECT_EQ(o->links[0].id, "hog->fullbody");
+  EXPECT_EQ(o->links[0].spec.task, link::TaskKind::kCount);
+  EXPECT_EQ(o->links[0].quorum, 2);
+  EXPECT_EQ(o->links[1].spec.ArchName(), "vec2seq");
+  EXPECT_EQ(o->links[1].init_seed, 1u);
+  EXPECT_TRUE(fs::path(o->ca_file).is_absolute() || o->ca_file.find("run/certs/ca.pem") != std::string::npos);
+}
+
+TEST(OptionsTest, ShippedEdgeConfigsLoad) {
+  for (const char* s : {"a", "b", "c"}) {
+    auto o = edge::LoadEdgeOptions(std::string(MLINK_SOURCE_DIR) + "/configs/edge-site-" + s + ".yaml");
+    ASSERT_TRUE(o.ok()) << o.status();
+    EXPECT_EQ(o->site, std::string("site-") + s);
+    EXPECT_EQ(o->cloud.port, 8443);
+    EXPECT_EQ(o->cloud.path, "/v1/federation");
+  }
+}
+
+TEST(OptionsTest, BadCloudConfigNamesEveryProblem) {
+  std::string p = WriteTemp("bad-cloud.yaml",
+                            "server: {port: 70000}\n"
+                            "tls: {ca: a.pem, cert: b.pem}\n"
+                            "links:\n"
+                            "  - id: x\n"
+                            "    spec: {source: {kind: vector, dim: 0}, target: {kind: vector, dim: 3}, task: box}\n"
+                            "    round: {min_edges: 2, quorum: 5}\n"
+                            "  - id: x\n"
+                            "    spec: {source: {kind: vector, dim: 2}, target: {kind: vector, dim: 3}, task: single_label}\n"
+                            "    colour: red\n");
+  auto o = cloud::LoadCloudOptions(p);
+  fs::remove(p);
+  ASSERT_FALSE(o.ok());
+  const std::string& m = o.status().message();
+  EXPECT_NE(m.find(p + ":1:16: 'server.port': expected an integer in [1, 65535], got \"70000\""), std::string::npos) << m;
+  EXPECT_NE(m.find("'tls.key': missing"), std::string::npos) << m;
+  EXPECT_NE(m.find("'links[0].spec.source.dim': expected an integer in [1, 1048576], got \"0\""), std::string::npos) << m;
+  EXPECT_NE(m.find("'links[0].round.quorum': must not exceed min_edges (2)"), std::string::npos) << m;
+  EXPECT_NE(m.find("'links[1].id': duplicate link id 'x'"), std::string::npos) << m;
+  EXPECT_NE(m.find("'links[1].colour': unknown key"), std::string::npos) << m;
+}
+
+TEST(OptionsTest, BadEdgeUrlIsExplained) {
+  std::string p = WriteTemp("bad-edge.yaml",
+                            "site: s\ndevice: tpu\ncloud: {url: 'ws://h:1/v1/federation', ca: a, cert: b, key: c}\n");
+  auto o = edge::LoadEdgeOptions(p);
+  fs::remove(p);
+  ASSERT_FALSE(o.ok());
+  const std::string& m = o.status().message();
+  EXPECT_NE(m.find("'device': expected one of cpu, cuda, cuda:N, auto, got \"tpu\""), std::string::npos) << m;
+  EXPECT_NE(m.find("plain ws:// is not allowed"), std::string::npos) << m;
+}
+
+TEST(EndpointTest, ParsesFederationUrls) {
+  auto a = protocol::ParseFederationUrl("wss://agg.example:9443/v1/federation");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->host, "agg.example");
+  EXPECT_EQ(a->port, 9443);
+  auto b = protocol::ParseFederationUrl("wss://[::1]");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->host, "::1");
+  EXPECT_EQ(b->port, 443);
+  EXPECT_EQ(b->ToString(), "wss://[::1]:443/v1/federation");
+  EXPECT_FALSE(protocol::ParseFederationUrl("https://x:1").ok());
+  EXPECT_FALSE(protocol::ParseFederationUrl("wss://x:0").ok());
+  EXPECT_FALSE(protocol::ParseFederationUrl("wss://:5").ok());
+}
+
+}  // namespace
+}  // namespace mlink

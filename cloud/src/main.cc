@@ -1,9 +1,10 @@
-// mlink-cloud: the aggregator. This build validates its configuration and initialises the
-// global links of Algorithm 1; the federation server arrives with the aggregator work.
+// mlink-cloud: the federated aggregator (Algorithm 1 over mutual-TLS WebSockets).
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <iostream>
 
+#include "mlink/cloud/aggregator.h"
 #include "mlink/cloud/options.h"
 #include "mlink/common/log.h"
 #include "mlink/link/link.h"
@@ -26,23 +27,41 @@ int main(int argc, char** argv) {
   mlink::log::Format format;
   if (mlink::log::ParseFormat(options->log_format, &format)) mlink::log::SetFormat(format);
 
-  for (const auto& l : options->links) {
-    auto link = mlink::link::Link::Create(l.spec, l.init_seed);
-    if (!link.ok()) {
-      std::cerr << "mlink-cloud: link '" << l.id << "': " << link.status().message() << "\n";
-      return 2;
+  if (check) {
+    for (const auto& l : options->links) {
+      auto link = mlink::link::Link::Create(l.spec, l.init_seed);
+      if (!link.ok()) {
+        std::cerr << "mlink-cloud: link '" << l.id << "': " << link.status().message() << "\n";
+        return 2;
+      }
+      auto params = (*link)->GetParams();
+      MLOG_INFO("cloud", "global link initialised")
+          .Kv("link", l.id)
+          .Kv("arch", l.spec.ArchName())
+          .Kv("spec_hash", l.spec.HashHex())
+          .Kv("params", params.size())
+          .Kv("checksum", std::to_string(params.Checksum()));
     }
-    auto params = (*link)->GetParams();
-    MLOG_INFO("cloud", "global link initialised")
-        .Kv("link", l.id)
-        .Kv("arch", l.spec.ArchName())
-        .Kv("spec_hash", l.spec.HashHex())
-        .Kv("params", params.size())
-        .Kv("checksum", std::to_string(params.Checksum()));
+    MLOG_INFO("cloud", "config ok").Kv("config", config_path).Kv("links", options->links.size());
+    return 0;
   }
-  MLOG_INFO("cloud", "config ok").Kv("config", config_path).Kv("links", options->links.size());
-  if (check) return 0;
-  std::cerr << "mlink-cloud: serving federation rounds is not part of this build yet; run with --check "
-               "to validate a config (see README, 'Status')\n";
-  return 3;
+
+  // Block the stop signals before any thread starts, then wait for one on this thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto aggregator = mlink::cloud::Aggregator::Start(*options);
+  if (!aggregator.ok()) {
+    std::cerr << "mlink-cloud: " << aggregator.status().message() << "\n";
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  MLOG_INFO("cloud", "stopping").Kv("signal", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  (*aggregator)->Stop();
+  MLOG_INFO("cloud", "stopped");
+  return 0;
 }

@@ -11,7 +11,11 @@ Result<CloudOptions> LoadCloudOptions(const std::string& path) {
   CloudOptions o;
   config::Section server = root.Child("server", true);
   server.Optional("listen", &o.listen_host);
-  server.Optional("port", &o.port, 1, 65535);
+  server.Optional("port", &o.port, 0, 65535);
+  server.Optional("http_port", &o.http_port, 0, 65535);
+  server.Optional("handshake_timeout_s", &o.handshake_timeout_s, 0.1, 600.0);
+  server.Optional("idle_timeout_s", &o.idle_timeout_s, 1.0, 86400.0);
+  server.Optional("io_threads", &o.io_threads, 1, 64);
   config::Section tls = root.Child("tls", true);
   tls.RequiredPath("ca", &o.ca_file);
   tls.RequiredPath("cert", &o.cert_file);

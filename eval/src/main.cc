@@ -67,6 +67,11 @@ int main(int argc, char** argv) {
   mlink::link::PairwiseOptions opts;
   opts.train.epochs = epochs;
   opts.train.seed = seed;
+  opts.progress = [](const std::string& arch, int links, int epoch, int epochs, double loss) {
+    if (epoch == 1 || epoch % 10 == 0 || epoch == epochs) {
+      MLOG_INFO("eval", "training links").Kv("arch", arch).Kv("links", links).Kv("epoch", epoch).Kv("of", epochs).Kv("loss", loss);
+    }
+  };
   const std::size_t k = specs.size();
   MLOG_INFO("eval", "training pairwise links").Kv("links", k * (k - 1)).Kv("rows", link_rows).Kv("epochs", epochs);
   auto t1 = std::chrono::steady_clock::now();

@@ -83,8 +83,16 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
       return Status::Internal(std::string("creating stacked links: ") + e.what());
     }
     std::vector<TrainReport> reports;
+    TrainOptions train = options.train;
+    if (options.progress) {
+      std::string arch_name = gs[0].ArchName();
+      int count = static_cast<int>(gs.size());
+      train.on_epoch = [&options, arch_name, count](int epoch, int epochs, double loss) {
+        options.progress(arch_name, count, epoch, epochs, loss);
+      };
+    }
     try {
-      MLINK_ASSIGN_OR_RETURN(reports, internal::TrainStacked(module, x, y, ys, options.train, device));
+      MLINK_ASSIGN_OR_RETURN(reports, internal::TrainStacked(module, x, y, ys, train, device));
     } catch (const std::exception& e) {
       return Status::Internal(std::string("stacked link training failed: ") + e.what());
     }

@@ -106,6 +106,7 @@ Result<std::vector<TrainReport>> TrainStacked(StackedLink& model, const SourceBa
       sum += loss.detach() * static_cast<double>(idx.size(0));
     }
     last_train = (sum / static_cast<double>(nt)).cpu();
+    if (o.on_epoch) o.on_epoch(epoch + 1, o.epochs, last_train.mean().item<double>());
     if (n_val == 0) continue;
 
     torch::Tensor val_loss;

@@ -24,6 +24,10 @@ struct LinkOptions {
 struct CloudOptions {
   std::string listen_host = "127.0.0.1";
   int port = 8443;
+  int http_port = 8080;                      // /healthz, /metrics; 0 disables
+  double handshake_timeout_s = 10;
+  double idle_timeout_s = 60;
+  int io_threads = 2;
   std::string ca_file, cert_file, key_file;  // PEM, resolved relative to the config file
   std::string data_dir = "cloud-data";       // SQLite state lives here
   std::string log_level = "info";

@@ -30,6 +30,8 @@ struct PairwiseOptions {
   int embed_dim = 32;
   int lstm_hidden = 64;
   std::vector<std::pair<int, int>> pairs;
+  // Progress: called after every epoch of each stacked group (architecture name, links in it).
+  std::function<void(const std::string& arch, int links, int epoch, int epochs, double train_loss)> progress;
 };
 
 struct ModelOutputSpec {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,9 @@ struct TrainOptions {
   int patience = 10;              // epochs without validation improvement before stopping
   uint64_t seed = 1;              // shuffling, split and initialisation
   bool restore_best = true;       // keep the parameters of the best validation epoch
+  // Called after every epoch with the mean training loss over the links being trained (for
+  // progress reporting; runs on the training thread, keep it cheap).
+  std::function<void(int epoch, int epochs, double train_loss)> on_epoch;
 };
 
 struct TrainReport {

@@ -1,0 +1,513 @@
+#include "mlink/cloud/aggregator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include "http.h"
+#include "mlink/common/flat_params.h"
+#include "mlink/common/log.h"
+#include "mlink/link/link.h"
+#include "mlink/protocol/transport.h"
+#include "store.h"
+
+namespace mlink::cloud {
+
+using protocol::Message;
+using protocol::Peer;
+using protocol::RejectReason;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Runs tasks in order on one thread, with wake-ups for deadlines.
+class Worker {
+ public:
+  Worker() : thread_([this] { Loop(); }) {}
+  ~Worker() { Stop(); }
+  void Post(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+  }
+  // `tick` runs on the worker whenever it wakes; it returns the next time it wants to run.
+  void SetTick(std::function<Clock::time_point()> tick) {
+    Post([this, tick = std::move(tick)]() mutable { tick_ = std::move(tick); });
+  }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      stop_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    Clock::time_point next = Clock::time_point::max();
+    while (true) {
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_until(lock, next, [this] { return stop_ || !tasks_.empty(); });
+        if (stop_) return;
+        if (!tasks_.empty()) {
+          task = std::move(tasks_.front());
+          tasks_.pop_front();
+        }
+      }
+      if (task) task();
+      if (tick_) next = tick_();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
+  bool stop_ = false;                        // GUARDED_BY(mu_)
+  std::function<Clock::time_point()> tick_;  // worker thread only
+  std::thread thread_;
+};
+
+std::string ReasonLabel(RejectReason r) { return protocol::RejectReasonName(r); }
+
+}  // namespace
+
+struct Aggregator::Impl : public protocol::ServerHandler {
+  struct LinkState {
+    LinkOptions options;
+    std::string spec_hash_hex;
+    uint64_t spec_hash = 0;
+    uint64_t round = 0;
+    std::vector<float> params;
+    std::vector<double> sum;     // running weighted sum of this round's deltas
+    double total_weight = 0;
+    std::set<std::string> contributors;
+    Clock::time_point opened;
+    Clock::time_point deadline;
+    uint64_t rounds_completed = 0;
+    double last_round_s = 0;
+  };
+  struct PeerState {
+    std::weak_ptr<Peer> peer;
+    std::string identity;
+    bool hello = false;
+    std::set<std::string> links;
+  };
+
+  CloudOptions options;
+  std::unique_ptr<Store> store;                    // worker thread only
+  std::map<std::string, LinkState> links;          // worker thread only
+  std::unique_ptr<protocol::Server> server;
+  std::unique_ptr<HttpServer> http;
+  Worker worker;
+
+  mutable std::mutex peers_mu;
+  std::unordered_map<uint64_t, PeerState> peers;   // GUARDED_BY(peers_mu)
+
+  // Counters for /metrics.
+  mutable std::mutex stats_mu;
+  std::map<std::string, uint64_t> accepted;        // by link, GUARDED_BY(stats_mu)
+  std::map<std::string, uint64_t> rejected;        // by reason
+  std::map<std::string, uint64_t> rounds_done;     // by link
+  std::map<std::string, uint64_t> round_now;       // by link
+  std::map<std::string, double> round_seconds;     // by link, last round
+
+  // ---------------------------------------------------------------- transport callbacks (I/O)
+  void OnOpen(const std::shared_ptr<Peer>& peer) override {
+    std::lock_guard<std::mutex> lock(peers_mu);
+    peers[peer->id()] = PeerState{peer, peer->identity(), false, {}};
+    MLOG_INFO("cloud", "edge connected").Kv("edge", peer->identity()).Kv("remote", peer->remote());
+  }
+  void OnMessage(const std::shared_ptr<Peer>& peer, Message m) override {
+    worker.Post([this, peer, m = std::move(m)]() mutable { Handle(peer, std::move(m)); });
+  }
+  void OnBadFrame(const std::shared_ptr<Peer>& peer, RejectReason reason, const std::string& why) override {
+    CountReject(reason);
+    MLOG_WARN("cloud", "bad frame").Kv("edge", peer->identity()).Kv("reason", ReasonLabel(reason)).Kv("detail", why);
+  }
+  void OnClose(const std::shared_ptr<Peer>& peer, const std::string& why) override {
+    std::lock_guard<std::mutex> lock(peers_mu);
+    peers.erase(peer->id());
+    MLOG_INFO("cloud", "edge disconnected").Kv("edge", peer->identity()).Kv("why", why);
+  }
+
+  void CountReject(RejectReason r) {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    ++rejected[ReasonLabel(r)];
+  }
+
+  void Refuse(const std::shared_ptr<Peer>& peer, const std::string& link, uint64_t round, RejectReason reason,
+              const std::string& text) {
+    CountReject(reason);
+    MLOG_WARN("cloud", "update rejected")
+        .Kv("edge", peer->identity())
+        .Kv("link", link)
+        .Kv("round", round)
+        .Kv("reason", ReasonLabel(reason))
+        .Kv("detail", text);
+    protocol::Reject r;
+    r.link_id = link;
+    r.round = round;
+    r.reason = reason;
+    r.text = text;
+    peer->Send(r);
+  }
+
+  // ---------------------------------------------------------------- worker thread
+  void Handle(const std::shared_ptr<Peer>& peer, Message m) {
+    if (auto* hello = std::get_if<protocol::Hello>(&m)) return HandleHello(peer, *hello);
+    if (auto* update = std::get_if<protocol::Update>(&m)) return HandleUpdate(peer, *update);
+    CountReject(RejectReason::kUnknownType);
+    protocol::Error e;
+    e.reason = RejectReason::kUnknownType;
+    e.text = std::string("an edge may send Hello and Update, not ") + protocol::MessageTypeName(protocol::TypeOf(m));
+    peer->Send(e);
+    peer->Close("unexpected message type");
+  }
+
+  bool Authorized(const LinkState& l, const std::string& identity) const {
+    const auto& allowed = l.options.allowed_edges;
+    return allowed.empty() || std::find(allowed.begin(), allowed.end(), identity) != allowed.end();
+  }
+
+  protocol::GlobalLink GlobalOf(const std::string& id, const LinkState& l) const {
+    protocol::GlobalLink g;
+    g.link_id = id;
+    g.spec_hash = l.spec_hash;
+    g.round = l.round;
+    g.params = l.params;
+    g.checksum = protocol::ParamsChecksum(l.params);
+    return g;
+  }
+
+  void HandleHello(const std::shared_ptr<Peer>& peer, const protocol::Hello& h) {
+    if (h.protocol_version != protocol::kProtocolVersion) {
+      Refuse(peer, "", 0, RejectReason::kVersionMismatch,
+             "edge speaks protocol version " + std::to_string(h.protocol_version) + ", this aggregator speaks " +
+                 std::to_string(protocol::kProtocolVersion));
+      peer->Close("protocol version mismatch");
+      return;
+    }
+    protocol::Welcome w;
+    w.protocol_version = protocol::kProtocolVersion;
+    w.edge_id = peer->identity();
+    std::vector<protocol::GlobalLink> globals;
+    std::set<std::string> accepted_links;
+    for (const auto& sub : h.links) {
+      auto it = links.find(sub.link_id);
+      std::string why;
+      if (it == links.end()) {
+        why = "unknown_link: no link '" + sub.link_id + "' on this aggregator";
+      } else if (it->second.spec_hash != sub.spec_hash) {
+        why = "spec_mismatch: aggregator's spec hash is " + it->second.spec_hash_hex;
+      } else if (!Authorized(it->second, peer->identity())) {
+        why = "not_authorized: edge '" + peer->identity() + "' is not allowed for this link";
+      }
+      if (!why.empty()) {
+        w.refused.push_back(sub.link_id);
+        w.refused_reasons.push_back(why);
+        MLOG_WARN("cloud", "subscription refused").Kv("edge", peer->identity()).Kv("link", sub.link_id).Kv("why", why);
+        continue;
+      }
+      w.accepted.push_back(sub.link_id);
+      accepted_links.insert(sub.link_id);
+      globals.push_back(GlobalOf(sub.link_id, it->second));
+    }
+    {
+      std::lock_guard<std::mutex> lock(peers_mu);
+      auto p = peers.find(peer->id());
+      if (p != peers.end()) {
+        p->second.hello = true;
+        p->second.links = accepted_links;
+      }
+    }
+    peer->Send(w);
+    for (const auto& g : globals) peer->Send(g);  // late joiners get the current global link
+    MLOG_INFO("cloud", "edge subscribed").Kv("edge", peer->identity()).Kv("links", w.accepted.size()).Kv("refused", w.refused.size());
+  }
+
+  void HandleUpdate(const std::shared_ptr<Peer>& peer, const protocol::Update& u) {
+    bool hello = false, subscribed = false;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu);
+      auto p = peers.find(peer->id());
+      if (p != peers.end()) {
+        hello = p->second.hello;
+        subscribed = p->second.links.count(u.link_id) > 0;
+      }
+    }
+    if (!hello) return Refuse(peer, u.link_id, u.base_round, RejectReason::kNotHello, "send Hello before updates");
+    auto it = links.find(u.link_id);
+    if (it == links.end()) return Refuse(peer, u.link_id, u.base_round, RejectReason::kUnknownLink, "no such link");
+    LinkState& l = it->second;
+    const std::string& edge = peer->identity();
+    if (!subscribed || !Authorized(l, edge)) {
+      return Refuse(peer, u.link_id, u.base_round, RejectReason::kNotAuthorized, "edge '" + edge + "' is not subscribed to or allowed for this link");
+    }
+    if (u.base_round != l.round) {
+      return Refuse(peer, u.link_id, u.base_round, RejectReason::kRoundNotOpen,
+                    "round " + std::to_string(u.base_round) + " is not open; the open round is " + std::to_string(l.round));
+    }
+    if (u.delta.size() != l.params.size()) {
+      return Refuse(peer, u.link_id, u.base_round, RejectReason::kWrongShape,
+                    "delta has " + std::to_string(u.delta.size()) + " values, the link has " + std::to_string(l.params.size()));
+    }
+    for (float v : u.delta) {
+      if (!std::isfinite(v)) return Refuse(peer, u.link_id, u.base_round, RejectReason::kNonFinite, "delta contains NaN or Inf");
+    }
+    if (l.options.aggregation == "sample_weighted" && u.samples == 0) {
+      return Refuse(peer, u.link_id, u.base_round, RejectReason::kMalformed, "sample-weighted links need samples > 0");
+    }
+    if (l.contributors.count(edge)) {
+      return Refuse(peer, u.link_id, u.base_round, RejectReason::kDuplicate,
+                    "edge '" + edge + "' already sent its update for round " + std::to_string(l.round));
+    }
+    Store::StoredUpdate su{edge, u.samples, u.loss, u.metric, u.delta};
+    Status st = store->InsertUpdate(u.link_id, l.round, su);
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return Refuse(peer, u.link_id, u.base_round, RejectReason::kDuplicate, "already stored for this round");
+    }
+    if (!st.ok()) {
+      MLOG_ERROR("cloud", "cannot store update").Kv("link", u.link_id).Kv("error", st.message());
+      return Refuse(peer, u.link_id, u.base_round, RejectReason::kInternal, "aggregator storage failed; retry later");
+    }
+    Fold(l, edge, u.samples, u.delta);
+    {
+      std::lock_guard<std::mutex> lock(stats_mu);
+      ++accepted[u.link_id];
+    }
+    protocol::Ack ack;
+    ack.link_id = u.link_id;
+    ack.round = l.round;
+    ack.received = static_cast<uint32_t>(l.contributors.size());
+    peer->Send(ack);
+    MLOG_INFO("cloud", "update accepted")
+        .Kv("edge", edge).Kv("link", u.link_id).Kv("round", l.round).Kv("received", l.contributors.size())
+        .Kv("min_edges", l.options.min_edges).Kv("loss", u.loss);
+    if (static_cast<int>(l.contributors.size()) >= l.options.min_edges) CloseRound(u.link_id, l);
+  }
+
+  void Fold(LinkState& l, const std::string& edge, uint64_t samples, const std::vector<float>& delta) {
+    double w = l.options.aggregation == "sample_weighted" ? static_cast<double>(samples) : 1.0;
+    for (std::size_t i = 0; i < delta.size(); ++i) l.sum[i] += w * static_cast<double>(delta[i]);
+    l.total_weight += w;
+    l.contributors.insert(edge);
+  }
+
+  void OpenRound(LinkState& l) {
+    std::fill(l.sum.begin(), l.sum.end(), 0.0);
+    l.total_weight = 0;
+    l.contributors.clear();
+    l.opened = Clock::now();
+    l.deadline = l.opened + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(l.options.round_deadline_s));
+  }
+
+  void CloseRound(const std::string& id, LinkState& l) {
+    std::vector<float> next(l.params.size());
+    for (std::size_t i = 0; i < next.size(); ++i) {
+      next[i] = static_cast<float>(static_cast<double>(l.params[i]) + l.sum[i] / l.total_weight);
+    }
+    double secs = std::chrono::duration<double>(Clock::now() - l.opened).count();
+    int n = static_cast<int>(l.contributors.size());
+    Status st = store->CloseRound(id, l.round, next, n, secs);
+    if (!st.ok()) {
+      MLOG_ERROR("cloud", "cannot commit round close; will retry").Kv("link", id).Kv("round", l.round).Kv("error", st.message());
+      return;
+    }
+    MLOG_INFO("cloud", "round closed").Kv("link", id).Kv("round", l.round).Kv("updates", n).Kv("seconds", secs);
+    l.params = std::move(next);
+    ++l.round;
+    ++l.rounds_completed;
+    l.last_round_s = secs;
+    OpenRound(l);
+    {
+      std::lock_guard<std::mutex> lock(stats_mu);
+      ++rounds_done[id];
+      round_now[id] = l.round;
+      round_seconds[id] = secs;
+    }
+    Broadcast(id, protocol::MakeFrame(GlobalOf(id, l)));
+  }
+
+  void Broadcast(const std::string& link, const protocol::Frame& frame) {
+    std::vector<std::weak_ptr<Peer>> targets;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu);
+      for (const auto& [pid, ps] : peers) {
+        if (ps.links.count(link)) targets.push_back(ps.peer);
+      }
+    }
+    for (auto& w : targets) {
+      if (auto p = w.lock()) p->Send(frame);  // one shared immutable buffer for everyone
+    }
+  }
+
+  Clock::time_point Tick() {
+    Clock::time_point next = Clock::time_point::max();
+    auto now = Clock::now();
+    for (auto& [id, l] : links) {
+      if (now >= l.deadline) {
+        int n = static_cast<int>(l.contributors.size());
+        if (n >= l.options.quorum && n > 0) {
+          MLOG_INFO("cloud", "round deadline reached with quorum").Kv("link", id).Kv("round", l.round).Kv("updates", n);
+          CloseRound(id, l);
+        } else {
+          if (n > 0) {
+            MLOG_WARN("cloud", "round deadline passed below quorum; extending").Kv("link", id).Kv("round", l.round)
+                .Kv("updates", n).Kv("quorum", l.options.quorum);
+          }
+          l.deadline = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(l.options.round_deadline_s));
+        }
+      }
+      next = std::min(next, l.deadline);
+    }
+    return next;
+  }
+
+  Status InitLinks() {
+    for (const auto& lo : options.links) {
+      MLINK_ASSIGN_OR_RETURN(auto link, link::Link::Create(lo.spec, lo.init_seed));
+      FlatParams init = link->GetParams();
+      LinkState l;
+      l.options = lo;
+      l.spec_hash = lo.spec.Hash();
+      l.spec_hash_hex = lo.spec.HashHex();
+      MLINK_ASSIGN_OR_RETURN(auto stored, store->LoadOrInitLink(lo.id, l.spec_hash_hex, init.data));
+      l.round = stored.round;
+      l.params = std::move(stored.params);
+      l.sum.assign(l.params.size(), 0.0);
+      OpenRound(l);
+      MLINK_ASSIGN_OR_RETURN(auto pending, store->LoadUpdates(lo.id, l.round));
+      for (const auto& u : pending) Fold(l, u.edge, u.samples, u.delta);
+      MLOG_INFO("cloud", "link ready").Kv("link", lo.id).Kv("arch", lo.spec.ArchName()).Kv("spec_hash", l.spec_hash_hex)
+          .Kv("params", l.params.size()).Kv("round", l.round).Kv("recovered_updates", pending.size());
+      {
+        std::lock_guard<std::mutex> lock(stats_mu);
+        round_now[lo.id] = l.round;
+        accepted[lo.id] += 0;
+        rounds_done[lo.id] += 0;
+      }
+      auto [it, inserted] = links.emplace(lo.id, std::move(l));
+      if (static_cast<int>(it->second.contributors.size()) >= it->second.options.min_edges) CloseRound(lo.id, it->second);
+    }
+    return Status::Ok();
+  }
+
+  std::string Metrics() const {
+    std::ostringstream os;
+    std::lock_guard<std::mutex> lock(stats_mu);
+    os << "# HELP mlink_rounds_completed_total Federation rounds closed per link.\n# TYPE mlink_rounds_completed_total counter\n";
+    for (const auto& [k, v] : rounds_done) os << "mlink_rounds_completed_total{link=\"" << k << "\"} " << v << "\n";
+    os << "# HELP mlink_round Open round per link.\n# TYPE mlink_round gauge\n";
+    for (const auto& [k, v] : round_now) os << "mlink_round{link=\"" << k << "\"} " << v << "\n";
+    os << "# HELP mlink_updates_accepted_total Updates stored and acknowledged.\n# TYPE mlink_updates_accepted_total counter\n";
+    for (const auto& [k, v] : accepted) os << "mlink_updates_accepted_total{link=\"" << k << "\"} " << v << "\n";
+    os << "# HELP mlink_updates_rejected_total Updates and frames refused, by reason.\n# TYPE mlink_updates_rejected_total counter\n";
+    for (const auto& [k, v] : rejected) os << "mlink_updates_rejected_total{reason=\"" << k << "\"} " << v << "\n";
+    os << "# HELP mlink_round_duration_seconds Duration of the last closed round.\n# TYPE mlink_round_duration_seconds gauge\n";
+    for (const auto& [k, v] : round_seconds) os << "mlink_round_duration_seconds{link=\"" << k << "\"} " << v << "\n";
+    os << "# HELP mlink_connected_edges Open federation connections.\n# TYPE mlink_connected_edges gauge\n"
+       << "mlink_connected_edges " << (server ? server->connections() : 0) << "\n";
+    os << "# HELP mlink_bytes_in_total Bytes received in federation messages.\n# TYPE mlink_bytes_in_total counter\n"
+       << "mlink_bytes_in_total " << (server ? server->bytes_in() : 0) << "\n";
+    os << "# HELP mlink_bytes_out_total Bytes sent in federation messages.\n# TYPE mlink_bytes_out_total counter\n"
+       << "mlink_bytes_out_total " << (server ? server->bytes_out() : 0) << "\n";
+    return os.str();
+  }
+};
+
+Aggregator::Aggregator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Aggregator::~Aggregator() { Stop(); }
+
+Result<std::unique_ptr<Aggregator>> Aggregator::Start(const CloudOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  MLINK_ASSIGN_OR_RETURN(impl->store, Store::Open(options.data_dir));
+  // Links load on the worker thread, which owns them from now on.
+  std::promise<Status> ready;
+  Impl* p = impl.get();
+  p->worker.Post([p, &ready] { ready.set_value(p->InitLinks()); });
+  Status st = ready.get_future().get();
+  if (!st.ok()) return st;
+  p->worker.SetTick([p] { return p->Tick(); });
+
+  protocol::ServerOptions so;
+  so.host = options.listen_host;
+  so.port = static_cast<uint16_t>(options.port);
+  so.tls = {options.ca_file, options.cert_file, options.key_file};
+  so.handshake_timeout_s = options.handshake_timeout_s;
+  so.idle_timeout_s = options.idle_timeout_s;
+  so.io_threads = options.io_threads;
+  MLINK_ASSIGN_OR_RETURN(impl->server, protocol::Server::Start(so, p));
+  if (options.http_port > 0) {
+    auto route = [p](const std::string& target, std::string* type, std::string* body) {
+      *type = "text/plain";
+      if (target == "/healthz") {
+        *body = "ok\n";
+        return 200;
+      }
+      if (target == "/metrics") {
+        *type = "text/plain; version=0.0.4";
+        *body = p->Metrics();
+        return 200;
+      }
+      *body = "not found; try /healthz or /metrics\n";
+      return 404;
+    };
+    MLINK_ASSIGN_OR_RETURN(impl->http, HttpServer::Start(options.listen_host, static_cast<uint16_t>(options.http_port), route));
+  }
+  MLOG_INFO("cloud", "aggregator listening")
+      .Kv("federation", "wss://" + options.listen_host + ":" + std::to_string(impl->server->port()) + protocol::kFederationPath)
+      .Kv("http_port", impl->http ? impl->http->port() : 0)
+      .Kv("links", options.links.size());
+  return std::unique_ptr<Aggregator>(new Aggregator(std::move(impl)));
+}
+
+void Aggregator::Stop() {
+  if (!impl_) return;
+  if (impl_->http) impl_->http->Stop();
+  if (impl_->server) impl_->server->Stop();
+  impl_->worker.Stop();
+  {
+    std::lock_guard<std::mutex> lock(impl_->peers_mu);
+    impl_->peers.clear();
+  }
+}
+
+uint16_t Aggregator::port() const { return impl_->server->port(); }
+uint16_t Aggregator::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+
+Result<Aggregator::LinkStatus> Aggregator::GetLink(const std::string& id) const {
+  std::promise<Result<LinkStatus>> out;
+  Impl* p = impl_.get();
+  p->worker.Post([p, &id, &out] {
+    auto it = p->links.find(id);
+    if (it == p->links.end()) return out.set_value(Status::NotFound("no link '" + id + "'"));
+    LinkStatus s{id, it->second.round, it->second.params, it->second.contributors.size(), it->second.rounds_completed};
+    out.set_value(s);
+  });
+  auto fut = out.get_future();
+  if (fut.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    return Status::DeadlineExceeded("aggregator worker did not answer");
+  }
+  return fut.get();
+}
+
+std::string Aggregator::MetricsText() const { return impl_->Metrics(); }
+
+}  // namespace mlink::cloud

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <random>
 #include <sstream>
+#include <unistd.h>
 
 #include "mlink/link/batched.h"
 

@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
   const std::string script = argc > 3 ? argv[3] : std::string(MLINK_BENCH_DIR) + "/pairwise_baseline.py";
   const int n = 1000;
   const uint64_t seed = 1;
+  SetTorchThreads(1);  // the PyTorch baseline runs on one thread too
   Data d = Make(n, 42);
   TrainOptions o;
   o.epochs = epochs;
@@ -119,6 +120,7 @@ int main(int argc, char** argv) {
   std::sort(val.begin(), val.end());
   nlohmann::json j;
   j["seed"] = seed;
+  j["threads"] = 1;
   j["epochs"] = epochs;
   j["val"] = val;
   j["train"] = train;

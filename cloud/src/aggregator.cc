@@ -110,6 +110,8 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   };
 
   CloudOptions options;
+  std::mutex inbox_mu;
+  std::vector<std::pair<std::shared_ptr<Peer>, Message>> inbox;  // GUARDED_BY(inbox_mu)
   std::unique_ptr<Store> store;                    // worker thread only
   std::map<std::string, LinkState> links;          // worker thread only
   std::unique_ptr<protocol::Server> server;
@@ -133,8 +135,16 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     peers[peer->id()] = PeerState{peer, peer->identity(), false, {}};
     MLOG_INFO("cloud", "edge connected").Kv("edge", peer->identity()).Kv("remote", peer->remote());
   }
+  // Every message joins one FIFO inbox; the worker drains it in order, committing each run of
+  // consecutive updates in one transaction (group commit) before acknowledging them.
   void OnMessage(const std::shared_ptr<Peer>& peer, Message m) override {
-    worker.Post([this, peer, m = std::move(m)]() mutable { Handle(peer, std::move(m)); });
+    bool first = false;
+    {
+      std::lock_guard<std::mutex> lock(inbox_mu);
+      first = inbox.empty();
+      inbox.emplace_back(peer, std::move(m));
+    }
+    if (first) worker.Post([this] { Drain(); });
   }
   void OnBadFrame(const std::shared_ptr<Peer>& peer, RejectReason reason, const std::string& why) override {
     CountReject(reason);
@@ -169,15 +179,35 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   }
 
   // ---------------------------------------------------------------- worker thread
-  void Handle(const std::shared_ptr<Peer>& peer, Message m) {
-    if (auto* hello = std::get_if<protocol::Hello>(&m)) return HandleHello(peer, *hello);
-    if (auto* update = std::get_if<protocol::Update>(&m)) return HandleUpdate(peer, *update);
-    CountReject(RejectReason::kUnknownType);
-    protocol::Error e;
-    e.reason = RejectReason::kUnknownType;
-    e.text = std::string("an edge may send Hello and Update, not ") + protocol::MessageTypeName(protocol::TypeOf(m));
-    peer->Send(e);
-    peer->Close("unexpected message type");
+  void Drain() {
+    std::vector<std::pair<std::shared_ptr<Peer>, Message>> batch;
+    {
+      std::lock_guard<std::mutex> lock(inbox_mu);
+      batch.swap(inbox);
+    }
+    std::vector<std::pair<std::shared_ptr<Peer>, protocol::Update>> updates;
+    auto flush = [&] {
+      if (!updates.empty()) HandleUpdates(updates);
+      updates.clear();
+    };
+    for (auto& [peer, m] : batch) {
+      if (auto* u = std::get_if<protocol::Update>(&m)) {
+        updates.emplace_back(peer, std::move(*u));
+        continue;
+      }
+      flush();
+      if (auto* hello = std::get_if<protocol::Hello>(&m)) {
+        HandleHello(peer, *hello);
+        continue;
+      }
+      CountReject(RejectReason::kUnknownType);
+      protocol::Error e;
+      e.reason = RejectReason::kUnknownType;
+      e.text = std::string("an edge may send Hello and Update, not ") + protocol::MessageTypeName(protocol::TypeOf(m));
+      peer->Send(e);
+      peer->Close("unexpected message type");
+    }
+    flush();
   }
 
   bool Authorized(const LinkState& l, const std::string& identity) const {
@@ -241,7 +271,8 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     MLOG_INFO("cloud", "edge subscribed").Kv("edge", peer->identity()).Kv("links", w.accepted.size()).Kv("refused", w.refused.size());
   }
 
-  void HandleUpdate(const std::shared_ptr<Peer>& peer, const protocol::Update& u) {
+  // Checks an update against the current state; on success returns the link it is for.
+  LinkState* Validate(const std::shared_ptr<Peer>& peer, const protocol::Update& u, std::set<std::string>* batch_keys) {
     bool hello = false, subscribed = false;
     {
       std::lock_guard<std::mutex> lock(peers_mu);
@@ -251,55 +282,88 @@ struct Aggregator::Impl : public protocol::ServerHandler {
         subscribed = p->second.links.count(u.link_id) > 0;
       }
     }
-    if (!hello) return Refuse(peer, u.link_id, u.base_round, RejectReason::kNotHello, "send Hello before updates");
+    if (!hello) return Refuse(peer, u.link_id, u.base_round, RejectReason::kNotHello, "send Hello before updates"), nullptr;
     auto it = links.find(u.link_id);
-    if (it == links.end()) return Refuse(peer, u.link_id, u.base_round, RejectReason::kUnknownLink, "no such link");
+    if (it == links.end()) return Refuse(peer, u.link_id, u.base_round, RejectReason::kUnknownLink, "no such link"), nullptr;
     LinkState& l = it->second;
     const std::string& edge = peer->identity();
     if (!subscribed || !Authorized(l, edge)) {
-      return Refuse(peer, u.link_id, u.base_round, RejectReason::kNotAuthorized, "edge '" + edge + "' is not subscribed to or allowed for this link");
+      Refuse(peer, u.link_id, u.base_round, RejectReason::kNotAuthorized,
+             "edge '" + edge + "' is not subscribed to or allowed for this link");
+      return nullptr;
     }
     if (u.base_round != l.round) {
-      return Refuse(peer, u.link_id, u.base_round, RejectReason::kRoundNotOpen,
-                    "round " + std::to_string(u.base_round) + " is not open; the open round is " + std::to_string(l.round));
+      Refuse(peer, u.link_id, u.base_round, RejectReason::kRoundNotOpen,
+             "round " + std::to_string(u.base_round) + " is not open; the open round is " + std::to_string(l.round));
+      return nullptr;
     }
     if (u.delta.size() != l.params.size()) {
-      return Refuse(peer, u.link_id, u.base_round, RejectReason::kWrongShape,
-                    "delta has " + std::to_string(u.delta.size()) + " values, the link has " + std::to_string(l.params.size()));
+      Refuse(peer, u.link_id, u.base_round, RejectReason::kWrongShape,
+             "delta has " + std::to_string(u.delta.size()) + " values, the link has " + std::to_string(l.params.size()));
+      return nullptr;
     }
     for (float v : u.delta) {
-      if (!std::isfinite(v)) return Refuse(peer, u.link_id, u.base_round, RejectReason::kNonFinite, "delta contains NaN or Inf");
+      if (!std::isfinite(v)) return Refuse(peer, u.link_id, u.base_round, RejectReason::kNonFinite, "delta contains NaN or Inf"), nullptr;
     }
     if (l.options.aggregation == "sample_weighted" && u.samples == 0) {
-      return Refuse(peer, u.link_id, u.base_round, RejectReason::kMalformed, "sample-weighted links need samples > 0");
+      Refuse(peer, u.link_id, u.base_round, RejectReason::kMalformed, "sample-weighted links need samples > 0");
+      return nullptr;
     }
-    if (l.contributors.count(edge)) {
-      return Refuse(peer, u.link_id, u.base_round, RejectReason::kDuplicate,
-                    "edge '" + edge + "' already sent its update for round " + std::to_string(l.round));
+    if (l.contributors.count(edge) || !batch_keys->insert(u.link_id + '\n' + edge).second) {
+      Refuse(peer, u.link_id, u.base_round, RejectReason::kDuplicate,
+             "edge '" + edge + "' already sent its update for round " + std::to_string(l.round));
+      return nullptr;
     }
-    Store::StoredUpdate su{edge, u.samples, u.loss, u.metric, u.delta};
-    Status st = store->InsertUpdate(u.link_id, l.round, su);
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return Refuse(peer, u.link_id, u.base_round, RejectReason::kDuplicate, "already stored for this round");
+    return &l;
+  }
+
+  void HandleUpdates(const std::vector<std::pair<std::shared_ptr<Peer>, protocol::Update>>& batch) {
+    struct Accepted {
+      const std::shared_ptr<Peer>* peer;
+      const protocol::Update* update;
+      LinkState* link;
+      Store::StoredUpdate stored;
+    };
+    std::vector<Accepted> ok;
+    std::set<std::string> keys;
+    for (const auto& [peer, u] : batch) {
+      if (LinkState* l = Validate(peer, u, &keys)) ok.push_back({&peer, &u, l, {peer->identity(), u.samples, u.loss, u.metric, u.delta}});
     }
+    if (ok.empty()) return;
+    std::vector<Store::PendingRow> rows;
+    for (const auto& a : ok) rows.push_back({a.update->link_id, a.link->round, &a.stored});
+    Status st = store->InsertUpdates(rows);  // durable before any of them is acknowledged
     if (!st.ok()) {
-      MLOG_ERROR("cloud", "cannot store update").Kv("link", u.link_id).Kv("error", st.message());
-      return Refuse(peer, u.link_id, u.base_round, RejectReason::kInternal, "aggregator storage failed; retry later");
+      MLOG_ERROR("cloud", "cannot store updates").Kv("count", rows.size()).Kv("error", st.message());
+      for (const auto& a : ok) {
+        Refuse(*a.peer, a.update->link_id, a.update->base_round, RejectReason::kInternal, "aggregator storage failed; retry later");
+      }
+      return;
     }
-    Fold(l, edge, u.samples, u.delta);
-    {
-      std::lock_guard<std::mutex> lock(stats_mu);
-      ++accepted[u.link_id];
+    std::set<std::string> touched;
+    for (const auto& a : ok) {
+      LinkState& l = *a.link;
+      Fold(l, a.stored.edge, a.update->samples, a.update->delta);
+      touched.insert(a.update->link_id);
+      {
+        std::lock_guard<std::mutex> lock(stats_mu);
+        ++accepted[a.update->link_id];
+      }
+      protocol::Ack ack;
+      ack.link_id = a.update->link_id;
+      ack.round = l.round;
+      ack.received = static_cast<uint32_t>(l.contributors.size());
+      (*a.peer)->Send(ack);
+      MLOG_DEBUG("cloud", "update accepted")
+          .Kv("edge", a.stored.edge).Kv("link", a.update->link_id).Kv("round", l.round)
+          .Kv("received", l.contributors.size()).Kv("loss", a.update->loss);
     }
-    protocol::Ack ack;
-    ack.link_id = u.link_id;
-    ack.round = l.round;
-    ack.received = static_cast<uint32_t>(l.contributors.size());
-    peer->Send(ack);
-    MLOG_INFO("cloud", "update accepted")
-        .Kv("edge", edge).Kv("link", u.link_id).Kv("round", l.round).Kv("received", l.contributors.size())
-        .Kv("min_edges", l.options.min_edges).Kv("loss", u.loss);
-    if (static_cast<int>(l.contributors.size()) >= l.options.min_edges) CloseRound(u.link_id, l);
+    for (const auto& id : touched) {
+      LinkState& l = links.at(id);
+      MLOG_INFO("cloud", "updates accepted").Kv("link", id).Kv("round", l.round).Kv("received", l.contributors.size())
+          .Kv("min_edges", l.options.min_edges);
+      if (static_cast<int>(l.contributors.size()) >= l.options.min_edges) CloseRound(id, l);
+    }
   }
 
   void Fold(LinkState& l, const std::string& edge, uint64_t samples, const std::vector<float>& delta) {

@@ -94,6 +94,13 @@ Status Store::InsertUpdate(const std::string& link, uint64_t round, const Stored
   return ins.Run();
 }
 
+Status Store::InsertUpdates(const std::vector<PendingRow>& rows) {
+  if (rows.empty()) return Status::Ok();
+  MLINK_ASSIGN_OR_RETURN(auto tx, sql::Transaction::Begin(db_.get()));
+  for (const auto& r : rows) MLINK_RETURN_IF_ERROR(InsertUpdate(r.link, r.round, *r.update));
+  return tx.Commit();
+}
+
 Status Store::CloseRound(const std::string& link, uint64_t round, const std::vector<float>& params, int n,
                          double duration_s) {
   MLINK_ASSIGN_OR_RETURN(auto tx, sql::Transaction::Begin(db_.get()));

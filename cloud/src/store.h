@@ -36,6 +36,13 @@ class Store {
   Result<std::vector<StoredUpdate>> LoadUpdates(const std::string& link, uint64_t round);
   // kAlreadyExists if (link, round, edge) is stored already.
   Status InsertUpdate(const std::string& link, uint64_t round, const StoredUpdate& update);
+  // Group commit: all rows in one transaction (one fsync), all or none.
+  struct PendingRow {
+    std::string link;
+    uint64_t round = 0;
+    const StoredUpdate* update = nullptr;
+  };
+  Status InsertUpdates(const std::vector<PendingRow>& rows);
   Status CloseRound(const std::string& link, uint64_t round, const std::vector<float>& new_params,
                     int num_updates, double duration_s);
 

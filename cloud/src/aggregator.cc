@@ -180,11 +180,22 @@ struct Aggregator::Impl : public protocol::ServerHandler {
 
   // ---------------------------------------------------------------- worker thread
   void Drain() {
+    // At most kMaxBatch messages per transaction, so a burst of large updates is folded and
+    // released as it goes instead of being held all at once.
+    constexpr std::size_t kMaxBatch = 64;
     std::vector<std::pair<std::shared_ptr<Peer>, Message>> batch;
+    bool more = false;
     {
       std::lock_guard<std::mutex> lock(inbox_mu);
-      batch.swap(inbox);
+      if (inbox.size() <= kMaxBatch) {
+        batch.swap(inbox);
+      } else {
+        batch.assign(std::make_move_iterator(inbox.begin()), std::make_move_iterator(inbox.begin() + kMaxBatch));
+        inbox.erase(inbox.begin(), inbox.begin() + kMaxBatch);
+        more = true;
+      }
     }
+    if (more) worker.Post([this] { Drain(); });
     std::vector<std::pair<std::shared_ptr<Peer>, protocol::Update>> updates;
     auto flush = [&] {
       if (!updates.empty()) HandleUpdates(updates);

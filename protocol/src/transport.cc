@@ -377,13 +377,33 @@ uint64_t Server::bytes_out() const { return impl_->bytes_out.load(); }
 
 // =================================================================================== client
 
+struct ClientContext::Impl {
+  net::io_context ioc;
+  net::executor_work_guard<net::io_context::executor_type> guard{ioc.get_executor()};
+  std::vector<std::thread> threads;
+};
+
+std::shared_ptr<ClientContext> ClientContext::Create(int threads) {
+  std::shared_ptr<ClientContext> c(new ClientContext());
+  c->impl_ = std::make_unique<Impl>();
+  for (int i = 0; i < std::max(1, threads); ++i) c->impl_->threads.emplace_back([p = c->impl_.get()] { p->ioc.run(); });
+  return c;
+}
+
+ClientContext::~ClientContext() {
+  impl_->guard.reset();
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) t.join();
+}
+
 struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   ClientOptions opts;
   OnMessage on_message;
   OnClose on_close;
-  net::io_context ioc;
+  std::unique_ptr<net::io_context> own_ioc;  // when no shared ClientContext is given
+  net::io_context* ioc = nullptr;
   ssl::context ctx{ssl::context::tls_client};
-  tcp::resolver resolver{net::make_strand(ioc)};
+  std::unique_ptr<tcp::resolver> resolver;
   std::unique_ptr<WsStream> ws;
   beast::flat_buffer buffer;
   std::deque<Frame> queue;
@@ -412,12 +432,16 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void Closed(const Status& st) {
     open = false;
     if (closed.exchange(true)) return;
+    std::lock_guard<std::mutex> lock(cb_mu);
     if (on_close) on_close(st);
   }
 
+  // Callbacks never run after ~Client returned (they are cleared under cb_mu there).
+  std::mutex cb_mu;
+
   void Start() {
     auto self = shared_from_this();
-    resolver.async_resolve(opts.endpoint.host, std::to_string(opts.endpoint.port),
+    resolver->async_resolve(opts.endpoint.host, std::to_string(opts.endpoint.port),
                            [self](beast::error_code ec, tcp::resolver::results_type results) {
                              if (ec) return self->Fail("resolve", ec);
                              beast::get_lowest_layer(*self->ws).expires_after(Seconds(self->opts.connect_timeout_s));
@@ -465,8 +489,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       self->buffer.consume(self->buffer.size());
       if (!msg.ok()) {
         MLOG_WARN("transport", "undecodable frame from aggregator").Kv("error", msg.status().message());
-      } else if (self->on_message) {
-        self->on_message(std::move(msg).value());
+      } else {
+        std::lock_guard<std::mutex> lock(self->cb_mu);
+        if (self->on_message) self->on_message(std::move(msg).value());
       }
       self->DoRead();
     });
@@ -506,14 +531,20 @@ Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Client::~Client() {
   Close();
-  if (impl_->thread.joinable()) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while (!impl_->closed.load() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    impl_->ioc.stop();
-    impl_->thread.join();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (impl_->open.load() && !impl_->closed.load() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  if (impl_->thread.joinable()) {
+    impl_->ioc->stop();
+    impl_->thread.join();
+  } else if (!impl_->closed.load()) {
+    // Shared I/O threads: drop the connection; pending handlers keep the Impl alive.
+    net::post(impl_->ws->get_executor(), [p = impl_] { beast::get_lowest_layer(*p->ws).close(); });
+  }
+  std::lock_guard<std::mutex> lock(impl_->cb_mu);
+  impl_->on_message = nullptr;
+  impl_->on_close = nullptr;
 }
 
 Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options, OnMessage on_message, OnClose on_close) {
@@ -522,10 +553,17 @@ Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options, On
   impl->on_message = std::move(on_message);
   impl->on_close = std::move(on_close);
   MLINK_RETURN_IF_ERROR(LoadTls(impl->ctx, options.tls, false));
-  impl->ws = std::make_unique<WsStream>(net::make_strand(impl->ioc), impl->ctx);
+  if (options.context) {
+    impl->ioc = &options.context->impl()->ioc;
+  } else {
+    impl->own_ioc = std::make_unique<net::io_context>();
+    impl->ioc = impl->own_ioc.get();
+  }
+  impl->resolver = std::make_unique<tcp::resolver>(net::make_strand(*impl->ioc));
+  impl->ws = std::make_unique<WsStream>(net::make_strand(*impl->ioc), impl->ctx);
   auto fut = impl->connected.get_future();
   impl->Start();
-  impl->thread = std::thread([p = impl.get()] { p->ioc.run(); });
+  if (impl->own_ioc) impl->thread = std::thread([p = impl.get()] { p->ioc->run(); });
   std::unique_ptr<Client> client(new Client(impl));
   if (fut.wait_for(Seconds(options.connect_timeout_s + 1)) != std::future_status::ready) {
     return Status::DeadlineExceeded("federation " + options.endpoint.ToString() + ": no connection within " +

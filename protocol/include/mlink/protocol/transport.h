@@ -89,6 +89,20 @@ class Server {
   std::unique_ptr<Impl> impl_;
 };
 
+// I/O threads shared by many clients (e.g. a load generator holding thousands of connections);
+// without one, each Client runs its own I/O thread.
+class ClientContext {
+ public:
+  static std::shared_ptr<ClientContext> Create(int threads);
+  ~ClientContext();
+  struct Impl;
+  Impl* impl() const { return impl_.get(); }
+
+ private:
+  ClientContext() = default;
+  std::unique_ptr<Impl> impl_;
+};
+
 struct ClientOptions {
   Endpoint endpoint;
   TlsFiles tls;
@@ -98,6 +112,7 @@ struct ClientOptions {
   double connect_timeout_s = 10;
   double idle_timeout_s = 60;
   std::size_t max_send_queue = 256;
+  std::shared_ptr<ClientContext> context;  // optional shared I/O threads
 };
 
 class Client {

@@ -1,0 +1,262 @@
+// Aggregator rounds on loopback over real mutual TLS: K edges (10, 100, 1000) each upload a
+// delta of d parameters (1k, 10k, 100k, 1M); reported per case: round latency (first upload
+// sent -> every edge holds the next global link), updates per second, the aggregator's resident
+// memory growth against K*d*4 bytes (what keeping every update would cost), and the aggregation
+// throughput (delta bytes per second end to end) against a plain memory-bandwidth loop over the
+// same bytes measured in this run. Then 10,000 idle edges from a second process are held while a
+// 10-edge round still completes. One JSON line per case.
+//   bench_aggregator [max_K] [max_d] [idle_edges]
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <thread>
+
+#include "mlink/cloud/aggregator.h"
+#include "mlink/common/log.h"
+#include "mlink/protocol/transport.h"
+
+using namespace mlink;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string g_certs;
+
+double Secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+
+long RssKiB() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return 0;
+}
+
+// A vec2vec spec with about d parameters: s*h + h + h*t + t with h = 2t.
+link::LinkSpec SpecFor(long d) {
+  int t = d <= 2000 ? 10 : d <= 20000 ? 30 : d <= 200000 ? 100 : 300;
+  long s = std::max<long>(1, (d - 2 * t - 2L * t * t - t) / (2 * t));
+  link::LinkSpec spec;
+  spec.source = link::OutputFormat::Vector(static_cast<int>(s));
+  spec.target = link::OutputFormat::Vector(t);
+  spec.task = link::TaskKind::kRegression;
+  return spec;
+}
+
+struct Counter {
+  std::mutex mu;
+  std::condition_variable cv;
+  int n = 0;
+  void Add() {
+    std::lock_guard<std::mutex> l(mu);
+    ++n;
+    cv.notify_all();
+  }
+  bool WaitFor(int target, double secs) {
+    std::unique_lock<std::mutex> l(mu);
+    return cv.wait_for(l, std::chrono::duration<double>(secs), [&] { return n >= target; });
+  }
+};
+
+cloud::CloudOptions Options(const std::string& data, const link::LinkSpec& spec, int k) {
+  cloud::CloudOptions o;
+  o.port = 0;
+  o.http_port = 0;
+  o.ca_file = g_certs + "/ca.pem";
+  o.cert_file = g_certs + "/cloud.pem";
+  o.key_file = g_certs + "/cloud.key";
+  o.data_dir = data;
+  o.idle_timeout_s = 600;
+  cloud::LinkOptions l;
+  l.id = "bench";
+  l.spec = spec;
+  l.min_edges = k;
+  l.quorum = k;
+  l.round_deadline_s = 600;
+  o.links.push_back(l);
+  return o;
+}
+
+protocol::ClientOptions ClientFor(uint16_t port, const std::string& name, std::shared_ptr<protocol::ClientContext> ctx) {
+  protocol::ClientOptions o;
+  o.endpoint = {"127.0.0.1", port, protocol::kFederationPath};
+  o.tls = {g_certs + "/ca.pem", g_certs + "/" + name + ".pem", g_certs + "/" + name + ".key"};
+  o.connect_timeout_s = 60;
+  o.idle_timeout_s = 600;
+  o.context = std::move(ctx);
+  return o;
+}
+
+// One round with k edges and a d-parameter link.
+void Round(int k, long d) {
+  std::string data = "/tmp/mlink-bench-agg-" + std::to_string(::getpid());
+  std::filesystem::remove_all(data);
+  link::LinkSpec spec = SpecFor(d);
+  auto agg = cloud::Aggregator::Start(Options(data, spec, k));
+  if (!agg.ok()) {
+    std::fprintf(stderr, "%s\n", agg.status().ToString().c_str());
+    std::exit(1);
+  }
+  const std::size_t n = (*agg)->GetLink("bench")->params.size();
+  auto ctx = protocol::ClientContext::Create(1);
+  Counter globals, acks;
+  std::vector<std::unique_ptr<protocol::Client>> clients;
+  for (int i = 0; i < k; ++i) {
+    auto c = protocol::Client::Connect(ClientFor((*agg)->port(), "e" + std::to_string(i), ctx),
+                                       [&](protocol::Message m) {
+                                         if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add();
+                                         if (std::holds_alternative<protocol::Ack>(m)) acks.Add();
+                                       },
+                                       nullptr);
+    if (!c.ok()) {
+      std::fprintf(stderr, "edge %d: %s\n", i, c.status().ToString().c_str());
+      std::exit(1);
+    }
+    protocol::Hello h;
+    h.protocol_version = protocol::kProtocolVersion;
+    h.links.push_back({"bench", spec.Hash()});
+    (void)(*c)->Send(h);
+    clients.push_back(std::move(c).value());
+  }
+  globals.WaitFor(k, 120);
+  protocol::Update u;
+  u.link_id = "bench";
+  u.base_round = 0;
+  u.delta.assign(n, 0.001f);
+  u.samples = 1;
+  u.checksum = protocol::ParamsChecksum(u.delta);
+  auto frame = protocol::MakeFrame(u);  // one encoded buffer shared by every edge
+  u.delta.clear();
+  u.delta.shrink_to_fit();
+  long rss0 = RssKiB();
+  auto t0 = Clock::now();
+  for (auto& c : clients) (void)c->SendFrame(frame);
+  bool ok = globals.WaitFor(2 * k, 600);
+  double latency = Secs(t0);
+  long rss1 = RssKiB();
+
+  // Baseline: a plain read-and-sum over the same bytes (K deltas of n floats) in memory.
+  std::vector<float> buf(n, 0.001f);
+  std::vector<double> sum(n, 0.0);
+  auto t1 = Clock::now();
+  for (int i = 0; i < k; ++i) {
+    for (std::size_t j = 0; j < n; ++j) sum[j] += buf[j];
+  }
+  double loop_s = Secs(t1);
+  double bytes = static_cast<double>(k) * n * sizeof(float);
+  std::printf("{\"bench\":\"aggregator_round\",\"edges\":%d,\"params\":%zu,\"ok\":%s,\"round_latency_s\":%.3f,"
+              "\"updates_per_s\":%.1f,\"rss_growth_mib\":%.1f,\"all_updates_mib\":%.1f,"
+              "\"ours_throughput_mib_s\":%.1f,\"memory_loop_mib_s\":%.1f,\"ratio_vs_memory_loop\":%.4f}\n",
+              k, n, ok ? "true" : "false", latency, k / latency, (rss1 - rss0) / 1024.0, bytes / (1 << 20),
+              bytes / (1 << 20) / latency, bytes / (1 << 20) / loop_s, loop_s / latency);
+  std::fflush(stdout);
+  clients.clear();
+  ctx.reset();
+  (*agg)->Stop();
+  std::filesystem::remove_all(data);
+}
+
+void IdleEdges(int idle) {
+  std::string data = "/tmp/mlink-bench-idle-" + std::to_string(::getpid());
+  std::filesystem::remove_all(data);
+  link::LinkSpec spec = SpecFor(1000);
+  auto agg = cloud::Aggregator::Start(Options(data, spec, 10));
+  if (!agg.ok()) std::exit(1);
+  uint16_t port = (*agg)->port();
+  int pipefd[2];
+  if (pipe(pipefd) != 0) std::exit(1);
+  pid_t child = fork();
+  if (child == 0) {  // the idle edges live in their own process (file descriptor limits)
+    close(pipefd[0]);
+    auto ctx = protocol::ClientContext::Create(2);
+    std::vector<std::unique_ptr<protocol::Client>> held;
+    for (int i = 0; i < idle; ++i) {
+      auto c = protocol::Client::Connect(ClientFor(port, "e0", ctx), nullptr, nullptr);
+      if (!c.ok()) break;
+      held.push_back(std::move(c).value());
+    }
+    int count = static_cast<int>(held.size());
+    (void)!write(pipefd[1], &count, sizeof(count));
+    pause();
+    _exit(0);
+  }
+  close(pipefd[1]);
+  auto t0 = Clock::now();
+  int connected = 0;
+  (void)!read(pipefd[0], &connected, sizeof(connected));
+  double connect_s = Secs(t0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::size_t held = static_cast<std::size_t>(connected);
+  // A 10-edge round while they are all connected.
+  auto ctx = protocol::ClientContext::Create(1);
+  Counter globals;
+  std::vector<std::unique_ptr<protocol::Client>> clients;
+  for (int i = 1; i <= 10; ++i) {
+    auto c = protocol::Client::Connect(ClientFor(port, "e" + std::to_string(i), ctx),
+                                       [&](protocol::Message m) { if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add(); }, nullptr);
+    if (!c.ok()) break;
+    protocol::Hello h;
+    h.protocol_version = protocol::kProtocolVersion;
+    h.links.push_back({"bench", spec.Hash()});
+    (void)(*c)->Send(h);
+    clients.push_back(std::move(c).value());
+  }
+  globals.WaitFor(10, 60);
+  protocol::Update u;
+  u.link_id = "bench";
+  u.delta.assign((*agg)->GetLink("bench")->params.size(), 0.5f);
+  u.samples = 1;
+  u.checksum = protocol::ParamsChecksum(u.delta);
+  auto t1 = Clock::now();
+  for (auto& c : clients) (void)c->Send(u);
+  bool ok = globals.WaitFor(20, 60);
+  double round_s = Secs(t1);
+  std::printf("{\"bench\":\"aggregator_idle_edges\",\"idle_edges_requested\":%d,\"idle_edges_held\":%zu,"
+              "\"connect_s\":%.1f,\"round_with_idle_ok\":%s,\"round_latency_s\":%.3f}\n",
+              idle, held, connect_s, ok ? "true" : "false", round_s);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  clients.clear();
+  (*agg)->Stop();
+  std::filesystem::remove_all(data);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int max_k = argc > 1 ? std::atoi(argv[1]) : 1000;
+  const long max_d = argc > 2 ? std::atol(argv[2]) : 1000000;
+  const int idle = argc > 3 ? std::atoi(argv[3]) : 10000;
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  log::SetLevel(log::Level::kWarn);
+  g_certs = std::string(MLINK_BUILD_DIR) + "/bench-certs";
+  if (!std::filesystem::exists(g_certs + "/e" + std::to_string(max_k) + ".pem")) {
+    std::string names;
+    for (int i = 0; i <= std::max(max_k, 10); ++i) names += " e" + std::to_string(i);
+    std::fprintf(stderr, "bench_aggregator: issuing %d edge certificates (once) into %s\n", std::max(max_k, 10) + 1, g_certs.c_str());
+    if (std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + g_certs + names + " > /dev/null").c_str()) != 0) return 1;
+  }
+  for (int k : {10, 100, 1000}) {
+    for (long d : {1000L, 10000L, 100000L, 1000000L}) {
+      if (k > max_k || d > max_d) continue;
+      if (static_cast<double>(k) * d > 2e8) continue;  // 800 MB of deltas per round: skipped here
+      Round(k, d);
+    }
+  }
+  if (idle > 0) IdleEdges(idle);
+  return 0;
+}

@@ -1,19 +1,38 @@
-// mlink-edge: one camera site. This build validates the site's configuration and resolves its
-// compute device; the serving path (frame sources, models, scheduler) arrives with the edge work.
+// mlink-edge: one camera site.
+//   mlink-edge --config site.yaml            serve (Algorithm 2): one JSON line per frame
+//   mlink-edge --config site.yaml --check    validate the config, models, source and device
+//   mlink-edge record --config site.yaml --out trace.db [--frames N]
 #include <CLI/CLI.hpp>
 
+#include <atomic>
+#include <csignal>
 #include <iostream>
 
 #include "mlink/common/log.h"
 #include "mlink/edge/options.h"
+#include "mlink/edge/record.h"
+#include "mlink/edge/site.h"
 #include "mlink/link/device.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"mlink-edge: a camera site that links black-box models"};
   std::string config_path = "configs/edge-site-a.yaml";
   bool check = false;
+  int64_t max_frames = 0;
   app.add_option("-c,--config", config_path, "site config (YAML)");
-  app.add_flag("--check", check, "validate the config and the device, then exit");
+  app.add_flag("--check", check, "validate the config, models, source and device, then exit");
+  app.add_option("--frames", max_frames, "stop after this many frames (0 = until the source ends)");
+  auto* record = app.add_subcommand("record", "run every model on every frame and store the outputs in a trace");
+  std::string trace_path;
+  record->add_option("-o,--out", trace_path, "trace file (SQLite) to write")->required();
+  record->fallthrough();  // --config and --frames may follow the subcommand
   CLI11_PARSE(app, argc, argv);
 
   auto options = mlink::edge::LoadEdgeOptions(config_path);
@@ -21,17 +40,63 @@ int main(int argc, char** argv) {
     std::cerr << "mlink-edge: " << options.status().message() << "\n";
     return 2;
   }
+  mlink::log::Level level;
+  if (mlink::log::ParseLevel(options->log_level, &level)) mlink::log::SetLevel(level);
+  mlink::log::Format format;
+  if (mlink::log::ParseFormat(options->log_format, &format)) mlink::log::SetFormat(format);
   auto device = mlink::link::ResolveDevice(options->device);
   if (!device.ok()) {
     std::cerr << "mlink-edge: " << config_path << ": " << device.status().message() << "\n";
     return 2;
   }
-  MLOG_INFO("edge", "config ok")
-      .Kv("site", options->site)
-      .Kv("device", device->ToString())
-      .Kv("cloud", options->cloud.ToString());
-  if (check) return 0;
-  std::cerr << "mlink-edge: serving frames is not part of this build yet; run with --check to "
-               "validate a config (see README, 'Status')\n";
-  return 3;
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+
+  if (*record) {
+    auto st = mlink::edge::Record(*options, trace_path, max_frames, &g_stop);
+    if (!st.ok()) {
+      std::cerr << "mlink-edge record: " << st.status().message() << "\n";
+      return 1;
+    }
+    return 0;
+  }
+  if (check) {
+    for (const auto& c : options->models) {
+      auto m = mlink::edge::CreateModel(c);
+      if (!m.ok()) {
+        std::cerr << "mlink-edge: " << m.status().message() << "\n";
+        return 2;
+      }
+    }
+    if (options->has_source) {
+      auto s = mlink::edge::FrameSource::Open(options->source);
+      if (!s.ok()) {
+        std::cerr << "mlink-edge: " << s.status().message() << "\n";
+        return 2;
+      }
+    }
+    MLOG_INFO("edge", "config ok")
+        .Kv("site", options->site)
+        .Kv("device", device->ToString())
+        .Kv("models", options->models.size())
+        .Kv("cloud", options->federation ? options->cloud.ToString() : "none");
+    return 0;
+  }
+  auto site = mlink::edge::Site::Create(*options);
+  if (!site.ok()) {
+    std::cerr << "mlink-edge: " << site.status().message() << "\n";
+    return 2;
+  }
+  auto stats = (*site)->Run(&g_stop, max_frames);
+  if (!stats.ok()) {
+    std::cerr << "mlink-edge: " << stats.status().message() << "\n";
+    return 1;
+  }
+  auto line = MLOG_INFO("edge", "done");
+  line.Kv("site", options->site).Kv("frames", stats->frames).Kv("periods", stats->periods).Kv("failures", stats->failures)
+      .Kv("dropped", stats->dropped).Kv("overhead_share", stats->overhead_ms / std::max(1e-9, stats->model_ms));
+  for (std::size_t i = 0; i < (*site)->models().size(); ++i) {
+    line.Kv((*site)->models()[i].name + "_run", stats->runs[i]).Kv((*site)->models()[i].name + "_predicted", stats->predicted[i]);
+  }
+  return 0;
 }

@@ -1,0 +1,46 @@
+// Link serving for one site: for every model j, an ensemble h_{.,j} of the links from every other
+// model into j. Given the active set A and the outputs of the models in A, it predicts the
+// outputs of the models not in A (Section 3.5: any subset A of the sources).
+//
+// Thread-safety: Predict and Evaluate are const and may run concurrently; a new LinkServing is
+// built (e.g. by background training) and swapped in whole.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "mlink/edge/model.h"
+#include "mlink/link/link.h"
+
+namespace mlink::edge {
+
+class LinkServing {
+ public:
+  // Trains all pairwise links (stacked, see link/batched.h) and each target's ensemble weights on
+  // aligned outputs (outputs[i] is model i's column).
+  static Result<std::unique_ptr<LinkServing>> Train(const std::vector<ModelInfo>& models,
+                                                    const std::vector<link::Column>& outputs,
+                                                    const link::TrainOptions& options);
+  std::size_t num_models() const { return models_.size(); }
+  const std::vector<ModelInfo>& models() const { return models_; }
+
+  // Outputs of every model: outputs[i] for i in A is passed through, the rest are predicted.
+  // Needs at least one active model.
+  Result<std::vector<ModelOutput>> Predict(const std::vector<bool>& active, const std::vector<ModelOutput>& outputs) const;
+
+  // p(g_ij): performance of the link i -> j on these aligned outputs; diagonal 1.
+  Result<std::vector<std::vector<double>>> LinkPerformance(const std::vector<link::Column>& outputs) const;
+  // Performance of target j's ensemble from the sources in `active` on these outputs
+  // (1 if j is active).
+  Result<double> EnsemblePerformance(const std::vector<bool>& active, int target,
+                                     const std::vector<link::Column>& outputs) const;
+  const link::Ensemble& ensemble(int target) const { return *ensembles_[target]; }
+
+ private:
+  LinkServing() = default;
+  std::vector<ModelInfo> models_;
+  // ensembles_[j] has sources {i != j} in increasing order of i.
+  std::vector<std::unique_ptr<link::Ensemble>> ensembles_;
+};
+
+}  // namespace mlink::edge

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -85,6 +86,14 @@ int main(int argc, char** argv) {
   // ours
   PairwiseOptions po;
   po.train = o;
+  auto group_start = std::chrono::steady_clock::now();
+  po.progress = [&](const std::string& arch, int links, int epoch, int epochs, double) {
+    if (epoch == epochs) {
+      std::fprintf(stderr, "ours: %s group of %d links: %.2f s\n", arch.c_str(), links,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - group_start).count());
+      group_start = std::chrono::steady_clock::now();
+    }
+  };
   auto t0 = std::chrono::steady_clock::now();
   auto res = TrainPairwise(d.specs, d.outputs, po);
   double ours_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -98,7 +107,9 @@ int main(int argc, char** argv) {
   // per-link loop in LibTorch
   std::vector<double> loop_loss;
   t0 = std::chrono::steady_clock::now();
+  std::map<std::string, double> loop_arch_s;
   for (const auto& r : *res) {
+    auto t_link = std::chrono::steady_clock::now();
     LinkSpec s = r.link->spec();
     auto link = Link::Create(s, seed);
     auto rep = (*link)->Train(d.outputs[r.source], d.outputs[r.target], o);
@@ -107,7 +118,9 @@ int main(int argc, char** argv) {
       return 1;
     }
     loop_loss.push_back(rep->validation_loss);
+    loop_arch_s[s.ArchName()] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_link).count();
   }
+  for (const auto& [arch, secs] : loop_arch_s) std::fprintf(stderr, "libtorch loop: %s links: %.2f s\n", arch.c_str(), secs);
   double loop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // The same split the trainer uses, handed to the PyTorch baseline.

@@ -188,7 +188,11 @@ Result<ServeStats> Site::Run(const std::atomic<bool>* stop, int64_t max_frames) 
     if (bootstrapping) {
       if (all_ran) boot_rows.push_back(outputs);
       if (static_cast<int>(boot_rows.size()) >= so.bootstrap_frames) {
+        auto t_train = Clock::now();
         MLINK_RETURN_IF_ERROR(Bootstrap(boot_rows));
+        double train_ms = Ms(t_train, Clock::now());
+        st.training_ms += train_ms;
+        st.overhead_ms -= train_ms;  // added back below with the rest of this frame's work
         boot_rows.clear();
         in_period = 0;
       }

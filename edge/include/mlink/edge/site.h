@@ -27,7 +27,8 @@ struct ServeStats {
   std::vector<int64_t> runs;      // per model: frames it ran on
   std::vector<int64_t> predicted; // per model: frames its output was predicted
   double model_ms = 0;            // time spent inside models
-  double overhead_ms = 0;         // time spent predicting and scheduling
+  double overhead_ms = 0;         // time spent predicting and scheduling, per frame
+  double training_ms = 0;         // link training at bootstrap (not per-frame work)
   std::vector<bool> last_active;
 };
 

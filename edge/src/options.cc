@@ -45,6 +45,7 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
   serving.Optional("link_epochs", &s.link_epochs, 1, 10000);
   serving.Optional("cost_ema", &s.cost_ema, 0.01, 1.0);
   serving.Optional("sink", &s.sink);
+  if (s.sink != "-") serving.OptionalPath("sink", &s.sink);  // files are relative to the config
   if (s.profile_frames >= s.period_frames) serving.Error("profile_frames", "must be less than period_frames (" + std::to_string(s.period_frames) + ")");
   config::Section log = root.Child("log");
   log.Optional("level", &o.log_level, {"debug", "info", "warn", "error"});

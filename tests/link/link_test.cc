@@ -205,6 +205,23 @@ TEST(BatchedTest, StackedPredictionEqualsEachLinkAlone) {
     for (std::size_t k = 0; k < alone->values.size(); ++k) EXPECT_NEAR(alone->values[k], (*out)[i].values[k], 1e-5);
   }
   EXPECT_EQ(links[3]->Predict(inputs[3])->seqs, (*out)[3].seqs);
+
+  // Links that all read one shared column take the broadcast path (one GEMM for all of them).
+  std::vector<std::unique_ptr<Link>> shared;
+  shared.push_back(std::move(Link::Create(VecSpec(3, 5, TaskKind::kSingleLabel), 7).value()));
+  shared.push_back(std::move(Link::Create(VecSpec(3, 2, TaskKind::kRegression), 8).value()));
+  shared.push_back(std::move(Link::Create(VecSpec(3, 5, TaskKind::kSingleLabel), 9).value()));
+  std::vector<const Link*> sp;
+  for (const auto& l : shared) sp.push_back(l.get());
+  auto sbp = BatchedPredictor::Create(sp);
+  ASSERT_TRUE(sbp.ok());
+  auto sout = (*sbp)->Predict({&inputs[0], &inputs[0], &inputs[0]});
+  ASSERT_TRUE(sout.ok()) << sout.status();
+  for (std::size_t i = 0; i < shared.size(); ++i) {
+    auto alone = shared[i]->Predict(inputs[0]);
+    ASSERT_EQ(alone->values.size(), (*sout)[i].values.size());
+    for (std::size_t k = 0; k < alone->values.size(); ++k) EXPECT_NEAR(alone->values[k], (*sout)[i].values[k], 1e-5);
+  }
 }
 
 TEST(BatchedTest, PairwiseTrainingMatchesSingleLinkQuality) {

@@ -160,10 +160,39 @@ Result<std::vector<Column>> BatchedPredictor::Predict(const std::vector<const Co
     for (auto& g : impl_->groups) {
       std::vector<const Column*> xs;
       for (std::size_t i : g.members) xs.push_back(inputs[i]);
-      MLINK_ASSIGN_OR_RETURN(auto x, internal::PackSources(g.specs, xs, g.dims.din, g.dims.tin));
-      auto pred = internal::PredictStacked(g.module, x, torch::Device(torch::kCPU));
+      MLINK_ASSIGN_OR_RETURN(auto x, internal::PackSources(g.specs, xs, g.dims.din, g.dims.tin, /*borrow=*/true));
+      const int64_t n = static_cast<int64_t>(xs[0]->rows());
+      if (g.module->seq_target()) {
+        auto pred = internal::PredictStacked(g.module, x, torch::Device(torch::kCPU));
+        for (std::size_t m = 0; m < g.members.size(); ++m) {
+          out[g.members[m]] = internal::UnpackPrediction(g.module, pred, static_cast<int64_t>(m));
+        }
+        continue;
+      }
+      // Vector targets: chunk by chunk, each link's rows appended straight to its column.
       for (std::size_t m = 0; m < g.members.size(); ++m) {
-        out[g.members[m]] = internal::UnpackPrediction(g.module, pred, static_cast<int64_t>(m));
+        Column& c = out[g.members[m]];
+        c = Column::Vectors(g.specs[m].target.dim, {});
+        c.values.reserve(static_cast<std::size_t>(n) * g.specs[m].target.dim);
+      }
+      torch::NoGradGuard no_grad;
+      g.module->eval();
+      // Small chunks keep the [L, rows, hidden] intermediates in cache (memory-bound otherwise).
+      const int64_t kChunk = std::max<int64_t>(64, (1 << 21) / std::max<int64_t>(1, static_cast<int64_t>(g.members.size()) * 64));
+      for (int64_t start = 0; start < n; start += kChunk) {
+        auto act = g.module->Activate(g.module->Forward(x.Slice(start, std::min(kChunk, n - start)), nullptr)).contiguous();
+        const int64_t rows = act.size(1), dpad = act.size(2);
+        const float* p = act.data_ptr<float>();
+        for (std::size_t m = 0; m < g.members.size(); ++m) {
+          Column& c = out[g.members[m]];
+          const int d = g.specs[m].target.dim;
+          const float* base = p + static_cast<int64_t>(m) * rows * dpad;
+          if (d == dpad) {
+            c.values.insert(c.values.end(), base, base + rows * dpad);
+          } else {
+            for (int64_t r = 0; r < rows; ++r) c.values.insert(c.values.end(), base + r * dpad, base + r * dpad + d);
+          }
+        }
       }
     }
   } catch (const std::exception& e) {

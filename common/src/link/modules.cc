@@ -28,6 +28,16 @@ SourceBatch SourceBatch::Rows(const torch::Tensor& idx) const {
   return out;
 }
 
+SourceBatch SourceBatch::Slice(int64_t start, int64_t len) const {
+  SourceBatch out;
+  if (vec.defined()) out.vec = vec.narrow(1, start, len);
+  if (tokens.defined()) {
+    out.tokens = tokens.narrow(1, start, len);
+    out.mask = mask.narrow(1, start, len);
+  }
+  return out;
+}
+
 SourceBatch SourceBatch::To(const torch::Device& d) const {
   SourceBatch out;
   if (vec.defined()) out.vec = vec.to(d);
@@ -149,6 +159,10 @@ StackedLinkImpl::StackedLinkImpl(std::vector<LinkSpec> specs) : specs_(std::move
       }
     }
     register_buffer("out_mask", out_mask_);
+    all_single_full_ = true;
+    for (int64_t l = 0; l < L; ++l) {
+      all_single_full_ = all_single_full_ && specs_[l].task == TaskKind::kSingleLabel && specs_[l].target.dim == dout_;
+    }
     task_index_ = torch::tensor(task, torch::kLong);
     register_buffer("task_index", task_index_);
   }
@@ -179,6 +193,14 @@ torch::Tensor StackedLinkImpl::Linear(const torch::Tensor& x, const torch::Tenso
                                       const torch::Tensor& b) const {
   const int64_t L = x.size(0);
   const int64_t in = w.size(1);
+  if (x.dim() == 3 && L > 1 && x.stride(0) == 0) {
+    // Every link reads the same rows (a broadcast view): one large GEMM against all links'
+    // weights side by side, instead of L small ones over copies of the input.
+    const int64_t out = w.numel() / (L * in);
+    auto wcat = w.reshape({L, in, out}).permute({1, 0, 2}).reshape({in, L * out});
+    auto y = b.defined() ? torch::addmm(b.reshape({1, L * out}), x[0], wcat) : torch::mm(x[0], wcat);
+    return y.view({x.size(1), L, out}).permute({1, 0, 2});
+  }
   auto w3 = w.reshape({L, in, -1});
   auto sizes = x.sizes().vec();
   auto x3 = x.reshape({L, -1, in});
@@ -319,6 +341,11 @@ torch::Tensor StackedLinkImpl::Loss(const torch::Tensor& logits, const TargetBat
 }
 
 torch::Tensor StackedLinkImpl::Activate(const torch::Tensor& logits) const {
+  if (all_single_full_) {
+    // Every link is single-label at full width: one softmax, taken across the (short) class
+    // axis laid out as the middle dimension so the kernel runs along the long row axis.
+    return torch::softmax(logits.transpose(1, 2).contiguous(), 1).transpose(1, 2);
+  }
   const auto& m = out_mask_;
   auto out = logits * m;
   auto task = task_index_.view({-1, 1, 1});
@@ -385,7 +412,7 @@ Status StackedLinkImpl::ImportLink(int64_t l, const FlatParams& fp) {
 // ------------------------------------------------------------------------------- packing
 
 Result<SourceBatch> PackSources(const std::vector<LinkSpec>& specs, const std::vector<const Column*>& inputs,
-                                int64_t din, int64_t tin) {
+                                int64_t din, int64_t tin, bool borrow) {
   const int64_t L = static_cast<int64_t>(specs.size());
   if (inputs.size() != specs.size()) return Status::InvalidArgument("one input column per link expected");
   const int64_t n = static_cast<int64_t>(inputs[0]->rows());
@@ -393,6 +420,13 @@ Result<SourceBatch> PackSources(const std::vector<LinkSpec>& specs, const std::v
   for (int64_t l = 0; l < L; ++l) {
     MLINK_RETURN_IF_ERROR(inputs[l]->Check(specs[l].source, "link source"));
     if (static_cast<int64_t>(inputs[l]->rows()) != n) return Status::InvalidArgument("input columns differ in row count");
+  }
+  bool shared = borrow && specs[0].source.kind == FormatKind::kVector && n > 0;
+  for (int64_t l = 0; shared && l < L; ++l) shared = inputs[l] == inputs[0] && inputs[l]->dim == din;
+  if (shared) {
+    auto view = torch::from_blob(const_cast<float*>(inputs[0]->values.data()), {1, n, din}, torch::kFloat);
+    out.vec = view.expand({L, n, din});
+    return out;
   }
   if (specs[0].source.kind == FormatKind::kVector) {
     out.vec = torch::zeros({L, n, din});

@@ -26,6 +26,7 @@ struct SourceBatch {
   torch::Tensor tokens;
   torch::Tensor mask;  // [L, n, T] bool: true at real tokens
   SourceBatch Rows(const torch::Tensor& idx) const;  // index_select along dim 1
+  SourceBatch Slice(int64_t start, int64_t len) const;  // a view of rows [start, start + len)
   SourceBatch To(const torch::Device& d) const;
 };
 
@@ -104,6 +105,7 @@ class StackedLinkImpl : public torch::nn::Module {
   Arch arch_;
   int64_t din_ = 0, vin_ = 0, hidden_ = 0, dout_ = 0, vout_ = 0, embed_ = 0, lstm_ = 0, out_len_ = 0;
   double dropout_ = 0;
+  bool all_single_full_ = false;  // every link single-label with the group's full output width
   std::vector<Param> params_;
   torch::Tensor task_index_;  // [L] long: 0 soft-CE, 1 BCE, 2 MSE, 3 L1
   // Encoder / head weights (some undefined depending on arch).
@@ -114,8 +116,10 @@ class StackedLinkImpl : public torch::nn::Module {
 TORCH_MODULE(StackedLink);
 
 // Packing plain columns into padded tensors for a group (inputs[l] feeds link l).
+// With `borrow`, vector inputs that every link shares (one Column, same width) are not copied:
+// the batch is a [L, n, Din] broadcast view of the column's memory, valid while it lives.
 Result<SourceBatch> PackSources(const std::vector<LinkSpec>& specs, const std::vector<const Column*>& inputs,
-                                int64_t din, int64_t tin);
+                                int64_t din, int64_t tin, bool borrow = false);
 Result<TargetBatch> PackTargets(const std::vector<LinkSpec>& specs, const std::vector<const Column*>& targets,
                                 int64_t dout, int64_t to);
 // Unpacks link l's rows back into a column of its own target format.

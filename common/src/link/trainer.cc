@@ -23,8 +23,7 @@ torch::Tensor PredictStacked(StackedLink& model, const SourceBatch& x, const tor
   const int64_t n = x.vec.defined() ? x.vec.size(1) : x.tokens.size(1);
   std::vector<torch::Tensor> parts;
   for (int64_t start = 0; start < n; start += kChunkRows) {
-    auto idx = torch::arange(start, std::min(n, start + kChunkRows), torch::kLong);
-    SourceBatch xb = (start == 0 && n <= kChunkRows) ? x.To(device) : x.Rows(idx).To(device);
+    SourceBatch xb = x.Slice(start, std::min(kChunkRows, n - start)).To(device);
     if (model->seq_target()) {
       parts.push_back(model->Greedy(xb).cpu());
     } else {

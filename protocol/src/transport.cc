@@ -225,6 +225,7 @@ class ServerSession : public Peer, public std::enable_shared_from_this<ServerSes
       }
     }
     buffer_.consume(buffer_.size());
+    if (buffer_.capacity() > (256u << 10)) buffer_.shrink_to_fit();  // idle peers hold no big buffers
     if (!close_requested_) DoRead();
   }
 

@@ -2,15 +2,19 @@
 //   mlink-edge --config site.yaml            serve (Algorithm 2): one JSON line per frame
 //   mlink-edge --config site.yaml --check    validate the config, models, source and device
 //   mlink-edge record --config site.yaml --out trace.db [--frames N]
+//   mlink-edge label import FILE --config site.yaml   store labels for the oracle link
 #include <CLI/CLI.hpp>
 
 #include <atomic>
 #include <csignal>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "mlink/common/log.h"
 #include "mlink/edge/options.h"
 #include "mlink/edge/record.h"
+#include "mlink/edge/sample_store.h"
 #include "mlink/edge/site.h"
 #include "mlink/link/device.h"
 
@@ -33,6 +37,14 @@ int main(int argc, char** argv) {
   std::string trace_path;
   record->add_option("-o,--out", trace_path, "trace file (SQLite) to write")->required();
   record->fallthrough();  // --config and --frames may follow the subcommand
+  auto* label = app.add_subcommand("label", "ground-truth labels for the oracle link");
+  auto* label_import = label->add_subcommand("import", "store labels from a CSV or JSON-lines file (frame or t=SECONDS, label)");
+  std::string label_file;
+  label_import->add_option("file", label_file, "labels: CSV 'frame,label' / 't=SECONDS,label' or JSON lines {\"frame\": F, \"label\": k}")
+      ->required()->check(CLI::ExistingFile);
+  label->fallthrough();
+  label_import->fallthrough();
+  label->require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
 
   auto options = mlink::edge::LoadEdgeOptions(config_path);
@@ -59,6 +71,35 @@ int main(int argc, char** argv) {
       return 1;
     }
     return 0;
+  }
+  if (*label_import) {
+    if (!options->learning.oracle_enabled) {
+      std::cerr << "mlink-edge label import: " << config_path << " has no 'oracle' section; labels train the oracle link\n";
+      return 2;
+    }
+    std::ifstream in(label_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto& oracle = options->learning.oracle;
+    auto labels = mlink::edge::ParseLabels(text.str(), oracle.dim, oracle.task == mlink::link::TaskKind::kSingleLabel);
+    if (!labels.ok()) {
+      std::cerr << "mlink-edge label import: " << label_file << ": " << labels.status().message() << "\n";
+      return 2;
+    }
+    auto store = mlink::edge::SampleStore::Open(options->data_dir + "/samples.db", options->learning.store);
+    if (!store.ok()) {
+      std::cerr << "mlink-edge label import: " << store.status().message() << "\n";
+      return 1;
+    }
+    auto r = (*store)->AddLabels(*labels, oracle.dim);
+    if (!r.ok()) {
+      std::cerr << "mlink-edge label import: " << r.status().message() << "\n";
+      return 1;
+    }
+    std::cout << "stored " << r->stored << " of " << labels->size() << " labels in " << (*store)->path() << "\n";
+    for (std::size_t i = 0; i < r->rejected.size() && i < 10; ++i) std::cout << "  not stored: " << r->rejected[i] << "\n";
+    if (r->rejected.size() > 10) std::cout << "  ... and " << r->rejected.size() - 10 << " more\n";
+    return r->stored > 0 || labels->empty() ? 0 : 1;
   }
   if (check) {
     for (const auto& c : options->models) {
@@ -94,7 +135,7 @@ int main(int argc, char** argv) {
   }
   auto line = MLOG_INFO("edge", "done");
   line.Kv("site", options->site).Kv("frames", stats->frames).Kv("periods", stats->periods).Kv("failures", stats->failures)
-      .Kv("dropped", stats->dropped).Kv("overhead_share", stats->overhead_ms / std::max(1e-9, stats->model_ms));
+      .Kv("dropped", stats->dropped).Kv("sampled", stats->sampled).Kv("overhead_share", stats->overhead_ms / std::max(1e-9, stats->model_ms));
   for (std::size_t i = 0; i < (*site)->models().size(); ++i) {
     line.Kv((*site)->models()[i].name + "_run", stats->runs[i]).Kv((*site)->models()[i].name + "_predicted", stats->predicted[i]);
   }

@@ -30,6 +30,17 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
     cloud.RequiredPath("cert", &o.cert_file);
     cloud.RequiredPath("key", &o.key_file);
   }
+  FederationOptions& fed = o.learning.federation;
+  fed.enabled = o.federation;
+  fed.endpoint = o.cloud;
+  fed.ca_file = o.ca_file;
+  fed.cert_file = o.cert_file;
+  fed.key_file = o.key_file;
+  cloud.Optional("local_epochs", &fed.local_epochs, 1, 10000);
+  cloud.Optional("min_samples", &fed.min_samples, 1, 100000000);
+  cloud.Optional("backoff_initial_s", &fed.backoff_initial_s, 0.01, 3600);
+  cloud.Optional("backoff_max_s", &fed.backoff_max_s, 0.01, 86400);
+  std::vector<config::Section> fed_links = cloud.List("links");
   config::Section source = root.Child("source");
   o.has_source = source.present();
   if (o.has_source) o.source = SourceOptionsFromConfig(source);
@@ -47,6 +58,64 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
   serving.Optional("sink", &s.sink);
   if (s.sink != "-") serving.OptionalPath("sink", &s.sink);  // files are relative to the config
   if (s.profile_frames >= s.period_frames) serving.Error("profile_frames", "must be less than period_frames (" + std::to_string(s.period_frames) + ")");
+  LearningOptions& l = o.learning;
+  config::Section learning = root.Child("learning");
+  config::Section sampling = learning.Child("sampling");
+  sampling.Optional("policy", &l.sampling.policy, {"none", "periodic", "uncertainty", "loss_prediction"});
+  sampling.Optional("budget", &l.sampling.budget, 0.0, 1.0);
+  sampling.Optional("period_frames", &l.sampling.period_frames, 1, 10000000);
+  sampling.Optional("window", &l.sampling.window, 1, 1000000);
+  learning.Optional("retrain_samples", &l.retrain_samples, 0, 100000000);
+  learning.Optional("retrain_epochs", &l.retrain_epochs, 1, 10000);
+  learning.Optional("train_window", &l.train_window, 10, 100000000);
+  config::Section store = learning.Child("store");
+  store.Optional("max_sampled", &l.store.max_sampled, 1, int64_t{1} << 40);
+  store.Optional("recent_frames", &l.store.recent_frames, 0, int64_t{1} << 40);
+  store.Optional("max_labels", &l.store.max_labels, 0, int64_t{1} << 40);
+  config::Section http = learning.Child("http");
+  http.Optional("listen", &l.http_listen);
+  http.Optional("port", &l.http_port, -1, 65535);
+  config::Section oracle = root.Child("oracle");
+  l.oracle_enabled = oracle.present();
+  if (l.oracle_enabled) {
+    oracle.Required("model", &l.oracle.model);
+    oracle.Optional("classes", &l.oracle.classes, 2, 100000);
+    std::string task = "single_label";
+    oracle.Optional("task", &task, {"single_label", "multi_label", "regression", "count", "box"});
+    oracle.Optional("dim", &l.oracle.dim, 1, 100000);
+    oracle.Optional("min_labels", &l.oracle.min_labels, 2, 100000000);
+    oracle.Optional("retrain_labels", &l.oracle.retrain_labels, 1, 100000000);
+    auto t = link::ParseTaskKind(task);
+    if (t.ok()) l.oracle.task = *t;
+    if (l.oracle.task == link::TaskKind::kSingleLabel) {
+      if (l.oracle.classes == 0) oracle.Error("classes", "a single-label oracle needs 'classes' (labels are class numbers 0..classes-1)");
+      l.oracle.dim = l.oracle.classes;
+    } else if (l.oracle.dim == 0) {
+      oracle.Error("dim", "an oracle of task " + task + " needs 'dim' (values per label)");
+    }
+  }
+  for (config::Section fl : fed_links) {
+    FederatedLink f;
+    fl.Required("id", &f.id);
+    fl.Required("source", &f.source);
+    fl.Required("target", &f.target);
+    bool src = false, dst = false;
+    for (const auto& m : o.models) {
+      src = src || m.name == f.source;
+      dst = dst || m.name == f.target;
+    }
+    if (!f.source.empty() && !src) fl.Error("source", "'" + f.source + "' is not one of the site's models");
+    if (!f.target.empty() && !dst && f.target != "oracle") {
+      fl.Error("target", "'" + f.target + "' is neither one of the site's models nor \"oracle\"");
+    }
+    if (f.target == "oracle" && !l.oracle_enabled) fl.Error("target", "targets the oracle, but no 'oracle' section is configured");
+    if (fl.Has("spec")) {
+      config::Section spec = fl.Child("spec");
+      f.spec = link::LinkSpecFromConfig(spec);
+      f.spec_given = true;
+    }
+    fed.links.push_back(std::move(f));
+  }
   config::Section log = root.Child("log");
   log.Optional("level", &o.log_level, {"debug", "info", "warn", "error"});
   log.Optional("format", &o.log_format, {"text", "json"});

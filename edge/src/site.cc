@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -35,6 +36,7 @@ std::vector<link::Column> Columns(const std::vector<ModelInfo>& infos, const std
 }  // namespace
 
 Site::~Site() {
+  if (learner_) learner_->Stop();
   if (own_sink_ && sink_) std::fclose(sink_);
 }
 
@@ -67,6 +69,37 @@ Result<std::unique_ptr<Site>> Site::Create(const EdgeOptions& o) {
   }
   s->costs_.assign(s->infos_.size(), 0.0);
   s->active_.assign(s->infos_.size(), true);
+
+  LearningOptions lo = o.learning;
+  for (auto& f : lo.federation.links) {
+    if (f.spec_given) continue;
+    for (const auto& i : s->infos_) {
+      if (i.name == f.source) f.spec.source = i.format;
+      if (i.name == f.target) {
+        f.spec.target = i.format;
+        f.spec.task = i.task;
+      }
+    }
+    if (f.target == "oracle") {
+      f.spec.target = link::OutputFormat::Vector(lo.oracle.dim);
+      f.spec.task = lo.oracle.task;
+    }
+  }
+  lo.federation.site = o.site;
+  MLINK_ASSIGN_OR_RETURN(s->learner_, Learner::Start(o.site, o.data_dir, s->infos_, lo));
+  MLINK_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(lo.sampling));
+  s->sampler_ = std::make_unique<Sampler>(sampler);
+  // Links saved by an earlier run serve at once (no bootstrap); the first profiling period
+  // measures their performance.
+  auto saved = LinkServing::Load(o.data_dir + "/links", s->infos_);
+  if (saved.ok()) {
+    s->serving_ = std::move(saved).value();
+    s->learner_->SetServing(s->serving_);
+    s->performance_.assign(s->infos_.size(), std::vector<double>(s->infos_.size(), 0.5));
+    MLOG_INFO("edge", "links loaded from an earlier run").Kv("site", o.site).Kv("folder", o.data_dir + "/links");
+  } else if (saved.status().code() != StatusCode::kNotFound) {
+    MLOG_WARN("edge", "saved links not used; training anew").Kv("site", o.site).Kv("why", saved.status().message());
+  }
   return s;
 }
 
@@ -75,8 +108,11 @@ Status Site::Bootstrap(const std::vector<std::vector<ModelOutput>>& rows) {
   t.epochs = options_.serving.link_epochs;
   auto cols = Columns(infos_, rows);
   auto start = Clock::now();
-  MLINK_ASSIGN_OR_RETURN(serving_, LinkServing::Train(infos_, cols, t));
+  MLINK_ASSIGN_OR_RETURN(auto trained, LinkServing::Train(infos_, cols, t));
+  serving_ = std::move(trained);
+  learner_->SetServing(serving_);
   MLINK_ASSIGN_OR_RETURN(performance_, serving_->LinkPerformance(cols));
+  performance_known_ = true;
   MLOG_INFO("edge", "links trained").Kv("site", options_.site).Kv("frames", rows.size())
       .Kv("links", infos_.size() * (infos_.size() - 1)).Kv("seconds", Ms(start, Clock::now()) / 1000);
   return Reselect();
@@ -111,7 +147,8 @@ Status Site::Reselect() {
   return Status::Ok();
 }
 
-Status Site::Emit(const Frame& frame, const std::vector<ModelOutput>& outputs, const std::vector<bool>& run) {
+Status Site::Emit(const Frame& frame, const std::vector<ModelOutput>& outputs, const std::vector<bool>& run,
+                  const std::vector<float>* oracle, const std::string& oracle_choice) {
   nlohmann::json j;
   j["site"] = options_.site;
   j["frame"] = frame.index;
@@ -128,6 +165,9 @@ Status Site::Emit(const Frame& frame, const std::vector<ModelOutput>& outputs, c
     models[infos_[i].name] = m;
   }
   j["models"] = models;
+  if (oracle) {
+    j["oracle"] = {{"model", options_.learning.oracle.model}, {"value", *oracle}, {"link", oracle_choice}};
+  }
   std::string line = j.dump() + "\n";
   if (std::fwrite(line.data(), 1, line.size(), sink_) != line.size()) {
     return Status::OutOfRange("site '" + options_.site + "': writing to sink " + options_.serving.sink + " failed (disk full?)");
@@ -153,12 +193,16 @@ Result<ServeStats> Site::Run(const std::atomic<bool>* stop, int64_t max_frames) 
     }
     if (!next->has_value()) break;
     const Frame& frame = **next;
+    if (auto latest = learner_->serving(); latest && latest != serving_) serving_ = std::move(latest);  // online re-training
     const bool bootstrapping = !serving_;
     const bool profiling = bootstrapping || in_period < so.profile_frames;
     std::vector<bool> run = profiling ? std::vector<bool>(k, true) : active_;
     std::vector<ModelOutput> outputs(k);
+    std::vector<bool> tried(k, false);
+    auto run_models = [&] {
     for (std::size_t i = 0; i < k; ++i) {
-      if (!run[i]) continue;
+      if (!run[i] || tried[i]) continue;
+      tried[i] = true;
       auto t0 = Clock::now();
       auto r = models_[i]->Run(frame);
       double ms = Ms(t0, Clock::now());
@@ -178,6 +222,8 @@ Result<ServeStats> Site::Run(const std::atomic<bool>* stop, int64_t max_frames) 
         UpdateEma(&costs_[i], ms, so.cost_ema);
       }
     }
+    };
+    run_models();
     auto t_over = Clock::now();
     bool all_ran = true;
     bool any_ran = false;
@@ -202,6 +248,22 @@ Result<ServeStats> Site::Run(const std::atomic<bool>* stop, int64_t max_frames) 
         auto pred = serving_->Predict(run, outputs);
         if (pred.ok()) outputs = std::move(pred).value();
       }
+      // Active sampling: on a chosen frame the skipped models run too, for link training.
+      if (!profiling && !all_ran && any_ran) {
+        double score = 0;
+        if (sampler_->needs_score()) {
+          auto sc = serving_->Score(run, outputs);
+          if (sc.ok()) score = sampler_->wants_loss_prediction() ? sc->predicted_loss : sc->uncertainty;
+        }
+        if (sampler_->Decide(frame.index, score)) {
+          ++st.sampled;
+          auto t_model = Clock::now();
+          std::fill(run.begin(), run.end(), true);
+          run_models();
+          t_over += Clock::now() - t_model;  // model time is not serving overhead
+          all_ran = std::all_of(run.begin(), run.end(), [](bool r) { return r; });
+        }
+      }
       ++in_period;
       if (in_period == so.profile_frames) {
         // Re-profile: update p(g_ij) from this period's profiling frames, then re-select A.
@@ -210,11 +272,13 @@ Result<ServeStats> Site::Run(const std::atomic<bool>* stop, int64_t max_frames) 
           if (perf.ok()) {
             for (std::size_t i = 0; i < k; ++i) {
               for (std::size_t j = 0; j < k; ++j) {
-                if (i != j) UpdateEma(&performance_[i][j], (*perf)[i][j], so.cost_ema);
+                if (i != j && performance_known_) UpdateEma(&performance_[i][j], (*perf)[i][j], so.cost_ema);
+                if (i != j && !performance_known_) performance_[i][j] = (*perf)[i][j];
               }
             }
           }
           profile_rows.clear();
+          performance_known_ = true;
         }
         MLINK_RETURN_IF_ERROR(Reselect());
         ++st.periods;
@@ -226,7 +290,24 @@ Result<ServeStats> Site::Run(const std::atomic<bool>* stop, int64_t max_frames) 
       if (run[i]) ++st.runs[i];
       else ++st.predicted[i];
     }
-    MLINK_RETURN_IF_ERROR(Emit(frame, outputs, run));
+    learner_->Submit(frame.index, frame.timestamp_s, outputs, run, all_ran);
+    std::vector<float> oracle_value;
+    std::string oracle_choice;
+    if (auto oracle = learner_->oracle()) {
+      int m = -1;
+      for (std::size_t i = 0; i < k; ++i) {
+        if (infos_[i].name == options_.learning.oracle.model) m = static_cast<int>(i);
+      }
+      if (m >= 0 && (run[m] || serving_)) {
+        auto v = oracle->Predict(outputs[m]);
+        if (v.ok()) {
+          oracle_value = std::move(v).value();
+          oracle_choice = oracle->choice();
+          ++st.oracle_outputs;
+        }
+      }
+    }
+    MLINK_RETURN_IF_ERROR(Emit(frame, outputs, run, oracle_choice.empty() ? nullptr : &oracle_value, oracle_choice));
     ++st.frames;
     if (st.frames % 100 == 0) {
       auto line = MLOG_INFO("edge", "progress");

@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "link/link_impl.h"
 #include "link/modules.h"
 #include "link/trainer.h"
 
@@ -17,10 +18,6 @@ namespace mlink::link {
 using internal::StackedLink;
 
 namespace {
-
-torch::Device TorchDevice(const Device& d) {
-  return d.cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(d.index)) : torch::Device(torch::kCPU);
-}
 
 constexpr char kLinkMagic[] = "MLINK-LINK";
 constexpr char kEnsembleMagic[] = "MLINK-ENSEMBLE";
@@ -104,17 +101,6 @@ torch::Tensor TaskLoss(const LinkSpec& spec, const torch::Tensor& z, const torch
 }
 
 }  // namespace
-
-struct Link::Impl {
-  LinkSpec spec;
-  StackedLink module{nullptr};
-  Device device;
-
-  torch::Device torch_device() const { return TorchDevice(device); }
-  Result<internal::SourceBatch> Pack(const Column& source) const {
-    return internal::PackSources({spec}, {&source}, spec.source.dim, spec.source.max_len + 1);
-  }
-};
 
 Link::Link(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Link::~Link() = default;

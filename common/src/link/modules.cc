@@ -244,8 +244,9 @@ torch::Tensor StackedLinkImpl::RunLstm(const torch::Tensor& x, const torch::Tens
 }
 
 torch::Tensor StackedLinkImpl::Mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
-                                   const torch::Tensor& w2, const torch::Tensor& b2) {
+                                   const torch::Tensor& w2, const torch::Tensor& b2, torch::Tensor* hidden) {
   auto h = torch::relu(Linear(x, w1, b1));
+  if (hidden) *hidden = h;
   if (dropout_ > 0 && is_training()) h = torch::dropout(h, dropout_, true);
   return Linear(h, w2, b2);
 }
@@ -285,21 +286,22 @@ torch::Tensor StackedLinkImpl::DecodeStep(const torch::Tensor& tokens, DecoderSt
   return Attend(out, *st).squeeze(2);
 }
 
-torch::Tensor StackedLinkImpl::Forward(const SourceBatch& x, const TargetBatch* y) {
+torch::Tensor StackedLinkImpl::Forward(const SourceBatch& x, const TargetBatch* y, torch::Tensor* hidden) {
   switch (arch_) {
     case Arch::kVec2Vec:
-      return Mlp(x.vec, w1_, b1_, w2_, b2_);
+      return Mlp(x.vec, w1_, b1_, w2_, b2_, hidden);
     case Arch::kSeq2Vec: {
       auto emb = Embed(x.tokens, enc_embed_);
       const int64_t L = emb.size(0), B = emb.size(1);
       auto h = torch::zeros({L, B, lstm_}, emb.options());
       auto c = torch::zeros({L, B, lstm_}, emb.options());
       RunLstm(emb, x.mask, enc_wx_, enc_wh_, enc_b_, &h, &c);
-      return Mlp(h, w1_, b1_, w2_, b2_);
+      return Mlp(h, w1_, b1_, w2_, b2_, hidden);
     }
     case Arch::kVec2Seq:
     case Arch::kSeq2Seq: {
       DecoderState st = Encode(x);
+      if (hidden) *hidden = st.h;  // the encoding of the source
       const auto& tgt = y->tokens;  // [L, B, To]
       auto bos = torch::full({tgt.size(0), tgt.size(1), 1}, kBosToken, tgt.options());
       auto dec_in = torch::cat({bos, tgt.narrow(2, 0, tgt.size(2) - 1)}, 2);
@@ -337,6 +339,31 @@ torch::Tensor StackedLinkImpl::Loss(const torch::Tensor& logits, const TargetBat
   });
   select(2, [&] { return (((logits - y.vec).pow(2) * m).sum(-1) / dl).mean(1); });
   select(3, [&] { return (((logits - y.vec).abs() * m).sum(-1) / dl).mean(1); });
+  return loss;
+}
+
+torch::Tensor StackedLinkImpl::RowLoss(const torch::Tensor& logits, const TargetBatch& y) const {
+  if (seq_target()) {
+    auto lsm = torch::log_softmax(logits, -1);
+    auto nll = -lsm.gather(-1, y.tokens.unsqueeze(-1)).squeeze(-1);  // [L, B, To]
+    auto mask = (y.tokens != kPadToken).to(logits.dtype());
+    return (nll * mask).sum(2) / mask.sum(2).clamp_min(1);
+  }
+  const auto& m = out_mask_;
+  auto dl = m.sum(-1);  // [L, 1]
+  auto single = [&] { return -(y.vec * torch::log_softmax(logits + (1 - m) * kNegInf, -1) * m).sum(-1); };
+  auto multi = [&] {
+    auto bce = torch::binary_cross_entropy_with_logits(logits, y.vec, {}, {}, at::Reduction::None);
+    return (bce * m).sum(-1) / dl;
+  };
+  auto mse = [&] { return ((logits - y.vec).pow(2) * m).sum(-1) / dl; };
+  auto l1 = [&] { return ((logits - y.vec).abs() * m).sum(-1) / dl; };
+  const std::vector<std::function<torch::Tensor()>> kinds = {single, multi, mse, l1};
+  auto loss = torch::zeros({num_links(), logits.size(1)}, logits.options());
+  for (int64_t kind = 0; kind < 4; ++kind) {
+    auto is = (task_index_ == kind).unsqueeze(1);  // [L, 1]
+    if (is.any().item<bool>()) loss = torch::where(is, kinds[kind](), loss);
+  }
   return loss;
 }
 

@@ -56,12 +56,17 @@ class StackedLinkImpl : public torch::nn::Module {
   Arch arch() const { return arch_; }
   bool seq_target() const { return arch_ == Arch::kVec2Seq || arch_ == Arch::kSeq2Seq; }
   int64_t out_len() const { return out_len_; }  // Dout, or To = max_len + 1 for sequences
+  // Width of Forward's `hidden` output.
+  int64_t hidden_width() const { return seq_target() ? lstm_ : hidden_; }
 
   // Vector targets: logits [L, B, Dout]. Sequence targets: teacher-forced logits
-  // [L, B, To, Vout] (needs y).
-  torch::Tensor Forward(const SourceBatch& x, const TargetBatch* y);
+  // [L, B, To, Vout] (needs y). With `hidden`, also the link's hidden representation of each
+  // row: the MLP's hidden layer for vector targets, the source encoding for sequence targets.
+  torch::Tensor Forward(const SourceBatch& x, const TargetBatch* y, torch::Tensor* hidden = nullptr);
   // Per-link mean loss [L].
   torch::Tensor Loss(const torch::Tensor& logits, const TargetBatch& y) const;
+  // Per-link, per-row loss [L, B] (sequences: mean over each row's real tokens).
+  torch::Tensor RowLoss(const torch::Tensor& logits, const TargetBatch& y) const;
   // Vector targets: activated outputs [L, B, Dout] (padded dims zero).
   torch::Tensor Activate(const torch::Tensor& logits) const;
   // Sequence targets: greedy tokens [L, B, To].
@@ -99,7 +104,7 @@ class StackedLinkImpl : public torch::nn::Module {
                         torch::Tensor* c) const;
   torch::Tensor Attend(const torch::Tensor& out, const DecoderState& st) const;  // -> logits
   torch::Tensor Mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
-                    const torch::Tensor& w2, const torch::Tensor& b2);
+                    const torch::Tensor& w2, const torch::Tensor& b2, torch::Tensor* hidden = nullptr);
 
   std::vector<LinkSpec> specs_;
   Arch arch_;

@@ -11,6 +11,7 @@
 
 #include "mlink/edge/model.h"
 #include "mlink/link/link.h"
+#include "mlink/link/loss_prediction.h"
 
 namespace mlink::edge {
 
@@ -21,6 +22,15 @@ class LinkServing {
   static Result<std::unique_ptr<LinkServing>> Train(const std::vector<ModelInfo>& models,
                                                     const std::vector<link::Column>& outputs,
                                                     const link::TrainOptions& options);
+  // Online training: continues from this serving's links (each cloned, then trained on the new
+  // aligned outputs; jointly with a loss-prediction module when `loss_prediction`), then
+  // re-trains every ensemble's weights. This object is untouched; serving swaps in the result.
+  Result<std::unique_ptr<LinkServing>> Retrain(const std::vector<link::Column>& outputs,
+                                               const link::TrainOptions& options, bool loss_prediction) const;
+  // Saves every ensemble into `dir` (created); Load checks the models still match.
+  Status Save(const std::string& dir) const;
+  static Result<std::unique_ptr<LinkServing>> Load(const std::string& dir, const std::vector<ModelInfo>& models);
+
   std::size_t num_models() const { return models_.size(); }
   const std::vector<ModelInfo>& models() const { return models_; }
 
@@ -35,12 +45,24 @@ class LinkServing {
   Result<double> EnsemblePerformance(const std::vector<bool>& active, int target,
                                      const std::vector<link::Column>& outputs) const;
   const link::Ensemble& ensemble(int target) const { return *ensembles_[target]; }
+  bool has_loss_predictors() const { return !loss_.empty(); }
+
+  // Active-sampling scores of one frame served with `active` (see sampler.h): the largest, over
+  // the models not in A, of the uncertainty of their predicted outputs, and of the predicted
+  // link loss (mean over the active sources; 0 without loss predictors).
+  struct Scores {
+    double uncertainty = 0;
+    double predicted_loss = 0;
+  };
+  Result<Scores> Score(const std::vector<bool>& active, const std::vector<ModelOutput>& outputs) const;
 
  private:
   LinkServing() = default;
   std::vector<ModelInfo> models_;
   // ensembles_[j] has sources {i != j} in increasing order of i.
   std::vector<std::unique_ptr<link::Ensemble>> ensembles_;
+  // loss_[j][s]: loss predictor of ensemble j's s-th link (empty unless trained with them).
+  std::vector<std::vector<std::unique_ptr<link::LossPredictor>>> loss_;
 };
 
 }  // namespace mlink::edge

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "mlink/common/status.h"
+#include "mlink/edge/learner.h"
 #include "mlink/edge/models.h"
 #include "mlink/edge/source.h"
 #include "mlink/protocol/endpoint.h"
@@ -35,6 +36,7 @@ struct EdgeOptions {
   SourceOptions source;
   std::vector<ModelConfig> models;
   ServingOptions serving;
+  LearningOptions learning;              // sampling, online training, oracle, federation
   std::string log_level = "info";
   std::string log_format = "text";
 };

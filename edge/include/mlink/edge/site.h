@@ -12,8 +12,10 @@
 #include <memory>
 #include <vector>
 
+#include "mlink/edge/learner.h"
 #include "mlink/edge/link_serving.h"
 #include "mlink/edge/options.h"
+#include "mlink/edge/sampler.h"
 #include "mlink/edge/scheduler.h"
 #include "mlink/edge/source.h"
 
@@ -29,6 +31,8 @@ struct ServeStats {
   double model_ms = 0;            // time spent inside models
   double overhead_ms = 0;         // time spent predicting and scheduling, per frame
   double training_ms = 0;         // link training at bootstrap (not per-frame work)
+  int64_t sampled = 0;            // frames actively sampled (every model run for link training)
+  int64_t oracle_outputs = 0;     // frames served with an oracle-link output
   std::vector<bool> last_active;
 };
 
@@ -41,18 +45,25 @@ class Site {
   Result<ServeStats> Run(const std::atomic<bool>* stop = nullptr, int64_t max_frames = 0);
 
   const std::vector<ModelInfo>& models() const { return infos_; }
+  // The site's learning (sample store, online training, oracle, federation); null only before
+  // Create returns.
+  Learner* learner() const { return learner_.get(); }
 
  private:
   Site() = default;
   Status Bootstrap(const std::vector<std::vector<ModelOutput>>& rows);
   Status Reselect();
-  Status Emit(const Frame& frame, const std::vector<ModelOutput>& outputs, const std::vector<bool>& run);
+  Status Emit(const Frame& frame, const std::vector<ModelOutput>& outputs, const std::vector<bool>& run,
+              const std::vector<float>* oracle, const std::string& oracle_choice);
 
   EdgeOptions options_;
   std::vector<std::unique_ptr<Model>> models_;
   std::vector<ModelInfo> infos_;
   std::unique_ptr<FrameSource> source_;
-  std::unique_ptr<LinkServing> serving_;
+  std::shared_ptr<const LinkServing> serving_;
+  std::unique_ptr<Learner> learner_;
+  std::unique_ptr<Sampler> sampler_;
+  bool performance_known_ = false;                 // false after loading saved links
   std::vector<double> costs_;                      // EMA of measured latency (or declared)
   std::vector<std::vector<double>> performance_;   // EMA of p(g_ij)
   std::vector<bool> active_;

@@ -100,11 +100,15 @@ struct Learner::Impl {
   // Learner-thread state.
   int64_t new_samples = 0;
   int64_t new_labels = 0;
+  std::shared_ptr<const link::Link> oracle_local;  // trained on this site's labels
   struct Fed {
     FederatedLink cfg;
     int source = -1, target = -1;  // model indexes (target -1 = oracle)
     std::unique_ptr<link::Link> global;
     uint64_t round = 0;
+    bool joined = false;          // an update for `round` was computed (or kept from before)
+    int64_t data_at_try = -1;     // local samples when joining last failed for want of samples
+    Clock::time_point last_update{};
   };
   std::vector<Fed> feds;
   std::mt19937_64 rng{1};
@@ -132,8 +136,13 @@ struct Learner::Impl {
       Work w;
       {
         std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stopping || !queue.empty(); });
-        if (queue.empty()) break;  // stopping and drained
+        cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping || !queue.empty(); });
+        if (queue.empty() && stopping) break;  // drained
+        if (queue.empty()) {
+          lock.unlock();
+          MaybeJoin();  // a round this site waits to join (round_interval_s)
+          continue;
+        }
         w = std::move(queue.front());
         queue.pop_front();
         busy = true;
@@ -141,6 +150,7 @@ struct Learner::Impl {
       std::visit([&](auto& x) { Handle(x); }, w);
       MaybeRetrain();
       MaybeTrainOracle();
+      MaybeJoin();
       std::lock_guard<std::mutex> lock(mu);
       busy = false;
       idle_cv.notify_all();
@@ -229,6 +239,7 @@ struct Learner::Impl {
     if (!(*tmpl)->SetParams(p).ok()) return;
     fed->global = std::move(tmpl).value();
     fed->round = g.round;
+    fed->joined = false;
     {
       auto ins = fed_db->Prepare("INSERT OR REPLACE INTO globals (link, round, params) VALUES (?, ?, ?)");
       if (ins.ok()) (void)ins->Bind(1, g.link_id).Bind(2, static_cast<int64_t>(g.round)).BindBlob(3, g.params.data(), g.params.size() * sizeof(float)).Run();
@@ -272,8 +283,24 @@ struct Learner::Impl {
         SendUpdate(u);
       }
     }
-    if (!have_pending) LocalUpdate(*fed);
+    fed->joined = have_pending;
+    MaybeJoin();  // now, or once round_interval_s has passed since this site's last update
     ChooseServing(*fed);
+  }
+
+  int64_t LocalDataCount(const Fed& f) const {
+    return f.target < 0 ? store->LabelCount() : store->SampledCount();
+  }
+
+  // A site that had too few samples when the round opened joins it once it has enough.
+  void MaybeJoin() {
+    for (auto& f : feds) {
+      if (!f.global || f.joined) continue;
+      if (Clock::now() - f.last_update < std::chrono::duration<double>(o.federation.round_interval_s)) continue;
+      const int64_t have = LocalDataCount(f);
+      if (have == f.data_at_try) continue;
+      LocalUpdate(f);
+    }
   }
 
   // Local rows of a federated link: (source outputs, target outputs or labels).
@@ -295,6 +322,7 @@ struct Learner::Impl {
   void LocalUpdate(Fed& f) {
     link::Column x, y;
     if (!LocalRows(f, &x, &y) || static_cast<int>(x.rows()) < o.federation.min_samples) {
+      f.data_at_try = LocalDataCount(f);
       MLOG_INFO("edge", "not enough local samples to join this round").Kv("site", site).Kv("link", f.cfg.id)
           .Kv("round", f.round).Kv("samples", x.rows()).Kv("needed", o.federation.min_samples);
       return;
@@ -320,6 +348,9 @@ struct Learner::Impl {
     u.loss = rep->train_loss;
     u.metric = rep->validation.performance;
     u.checksum = Fnv1a64(u.delta.data(), u.delta.size() * sizeof(float));
+    f.joined = true;
+    f.data_at_try = -1;
+    f.last_update = Clock::now();
     // Kept on disk until the aggregator acknowledges (or the round is gone).
     auto ins = fed_db->Prepare("INSERT OR REPLACE INTO pending (link, round, delta, samples, loss, metric) VALUES (?, ?, ?, ?, ?, ?)");
     if (ins.ok()) {
@@ -355,7 +386,7 @@ struct Learner::Impl {
   void ChooseServing(Fed& f) {
     if (!f.global) return;
     if (f.target < 0) {
-      TrainOracle(&f);
+      TrainOracle(&f, /*retrain_local=*/false);
       return;
     }
     std::shared_ptr<const LinkServing> cur = Serving();
@@ -410,12 +441,12 @@ struct Learner::Impl {
     for (auto& f : feds) {
       if (f.target < 0) fed = &f;
     }
-    TrainOracle(fed);
+    TrainOracle(fed, /*retrain_local=*/true);
   }
 
   // Trains the local oracle link on the labels (first 80% by frame; the rest validates), fuses it
   // with the global oracle link when there is one, and serves the best of them.
-  void TrainOracle(Fed* fed) {
+  void TrainOracle(Fed* fed, bool retrain_local) {
     int src = -1;
     for (std::size_t i = 0; i < models.size(); ++i) {
       if (models[i].name == o.oracle.model) src = static_cast<int>(i);
@@ -438,12 +469,15 @@ struct Learner::Impl {
       spec.target = link::OutputFormat::Vector(o.oracle.dim);
       spec.task = o.oracle.task;
       if (fed) spec = fed->cfg.spec;
-      auto local = link::Link::Create(spec, o.seed);
-      if (!local.ok()) return;
       link::TrainOptions t;
       t.seed = o.seed;
-      if (!(*local)->Train(xt, yt, t).ok()) return;
-      state->local = std::shared_ptr<const link::Link>(std::move(local).value());
+      if (retrain_local || !oracle_local) {
+        auto local = link::Link::Create(spec, o.seed);
+        if (!local.ok()) return;
+        if (!(*local)->Train(xt, yt, t).ok()) return;
+        oracle_local = std::shared_ptr<const link::Link>(std::move(local).value());
+      }
+      state->local = oracle_local;
       double best = -1;
       if (!xv.rows()) {
         best = 0;

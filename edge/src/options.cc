@@ -38,6 +38,7 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
   fed.key_file = o.key_file;
   cloud.Optional("local_epochs", &fed.local_epochs, 1, 10000);
   cloud.Optional("min_samples", &fed.min_samples, 1, 100000000);
+  cloud.Optional("round_interval_s", &fed.round_interval_s, 0.0, 86400.0);
   cloud.Optional("backoff_initial_s", &fed.backoff_initial_s, 0.01, 3600);
   cloud.Optional("backoff_max_s", &fed.backoff_max_s, 0.01, 86400);
   std::vector<config::Section> fed_links = cloud.List("links");

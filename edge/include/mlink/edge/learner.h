@@ -60,6 +60,7 @@ struct FederationOptions {
   std::vector<FederatedLink> links;
   int local_epochs = 5;              // LocalUpdate epochs per round
   int min_samples = 20;              // local samples needed to take part in a round
+  double round_interval_s = 10;      // at most one update per link this often (rounds wait)
   double backoff_initial_s = 0.5;
   double backoff_max_s = 30;
 };

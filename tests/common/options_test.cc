@@ -76,6 +76,34 @@ TEST(OptionsTest, BadEdgeUrlIsExplained) {
   EXPECT_NE(m.find("plain ws:// is not allowed"), std::string::npos) << m;
 }
 
+TEST(OptionsTest, ShippedEdgeConfigsFederateAndSample) {
+  auto o = edge::LoadEdgeOptions(std::string(MLINK_SOURCE_DIR) + "/configs/edge-site-a.yaml");
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->learning.federation.links.size(), 1u);
+  EXPECT_EQ(o->learning.federation.links[0].id, "hog->fullbody");
+  EXPECT_TRUE(o->learning.federation.enabled);
+  EXPECT_EQ(o->learning.sampling.policy, "uncertainty");
+  EXPECT_DOUBLE_EQ(o->learning.sampling.budget, 0.1);
+}
+
+TEST(OptionsTest, BadLearningConfigNamesEveryProblem) {
+  std::string p = WriteTemp("learn.yaml",
+                            "site: s\n"
+                            "models:\n  - {name: m, kind: hog}\n"
+                            "learning:\n  sampling: {policy: sometimes, budget: 2}\n"
+                            "oracle: {model: m}\n"
+                            "cloud:\n  url: wss://127.0.0.1:1/v1/federation\n  ca: a\n  cert: b\n  key: c\n"
+                            "  links:\n    - {id: x, source: nope, target: m}\n");
+  auto o = edge::LoadEdgeOptions(p);
+  ASSERT_FALSE(o.ok());
+  const std::string m = o.status().message();
+  EXPECT_NE(m.find("policy"), std::string::npos) << m;
+  EXPECT_NE(m.find("budget"), std::string::npos) << m;
+  EXPECT_NE(m.find("classes"), std::string::npos) << m;   // single-label oracle without classes
+  EXPECT_NE(m.find("'nope' is not one of the site's models"), std::string::npos) << m;
+  fs::remove(p);
+}
+
 TEST(EndpointTest, ParsesFederationUrls) {
   auto a = protocol::ParseFederationUrl("wss://agg.example:9443/v1/federation");
   ASSERT_TRUE(a.ok());

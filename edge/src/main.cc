@@ -136,6 +136,10 @@ int main(int argc, char** argv) {
   auto line = MLOG_INFO("edge", "done");
   line.Kv("site", options->site).Kv("frames", stats->frames).Kv("periods", stats->periods).Kv("failures", stats->failures)
       .Kv("dropped", stats->dropped).Kv("sampled", stats->sampled).Kv("overhead_share", stats->overhead_ms / std::max(1e-9, stats->model_ms));
+  const auto ls = (*site)->learner()->stats();
+  line.Kv("retrains", ls.retrains).Kv("rounds", ls.rounds_joined).Kv("updates_sent", ls.updates_sent)
+      .Kv("update_bytes", ls.bytes_sent).Kv("labels", ls.labels);
+  for (const auto& [id, choice] : ls.serving_choice) line.Kv("serving_" + id, choice);
   for (std::size_t i = 0; i < (*site)->models().size(); ++i) {
     line.Kv((*site)->models()[i].name + "_run", stats->runs[i]).Kv((*site)->models()[i].name + "_predicted", stats->predicted[i]);
   }

@@ -317,7 +317,10 @@ Result<ServeStats> Site::Run(const std::atomic<bool>* stop, int64_t max_frames) 
         runs += st.runs[i];
         preds += st.predicted[i];
       }
-      line.Kv("models_run", runs).Kv("models_predicted", preds).Kv("overhead_share", st.overhead_ms / std::max(1e-9, st.model_ms));
+      const LearnerStats ls = learner_->stats();
+      line.Kv("models_run", runs).Kv("models_predicted", preds).Kv("sampled", st.sampled).Kv("retrains", ls.retrains)
+          .Kv("rounds", ls.rounds_joined).Kv("connected", ls.connected)
+          .Kv("overhead_share", st.overhead_ms / std::max(1e-9, st.model_ms));
     }
   }
   st.dropped = source_->dropped();

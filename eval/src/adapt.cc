@@ -46,8 +46,8 @@ std::string DescribeShift(const DomainShift& s) {
       o << "rotated " << s.amount << " degrees about the centre (bilinear, black border)";
       break;
     case ShiftKind::kWashOut:
-      o << "contrast " << s.amount << " towards grey 128, plus Gaussian noise sigma " << s.noise_sigma
-        << " grey levels";
+      o << "contrast " << s.amount << " towards grey 128, plus Gaussian noise sigma "
+        << s.noise_sigma << " grey levels";
       break;
     case ShiftKind::kInvert:
       o << "inverted (255 - x)";
@@ -64,8 +64,9 @@ Result<DomainShift> ParseShift(const std::string& text) {
   std::stringstream ss(text);
   for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
   const auto bad = [&] {
-    return Status::InvalidArgument("shift '" + text +
-                                   "': expected rotate:DEGREES, washout:CONTRAST[:NOISE], invert or blur:SIGMA");
+    return Status::InvalidArgument(
+        "shift '" + text +
+        "': expected rotate:DEGREES, washout:CONTRAST[:NOISE], invert or blur:SIGMA");
   };
   if (parts.empty()) return bad();
   std::vector<double> nums;
@@ -80,7 +81,8 @@ Result<DomainShift> ParseShift(const std::string& text) {
   if (parts[0] == "rotate" && nums.size() == 1) {
     s.kind = ShiftKind::kRotate;
     s.amount = nums[0];
-  } else if (parts[0] == "washout" && (nums.size() == 1 || nums.size() == 2) && nums[0] > 0 && nums[0] <= 1) {
+  } else if (parts[0] == "washout" && (nums.size() == 1 || nums.size() == 2) && nums[0] > 0 &&
+             nums[0] <= 1) {
     s.kind = ShiftKind::kWashOut;
     s.amount = nums[0];
     s.noise_sigma = nums.size() == 2 ? nums[1] : 0;
@@ -102,11 +104,13 @@ FashionMnist ApplyShift(const FashionMnist& images, const DomainShift& shift, ui
   const cv::Mat rotation = cv::getRotationMatrix2D(cv::Point2f(13.5f, 13.5f), shift.amount, 1.0);
   cv::Mat work(28, 28, CV_32F), noise(28, 28, CV_32F);
   for (int i = 0; i < images.rows; ++i) {
-    const cv::Mat src(28, 28, CV_8U, const_cast<uint8_t*>(images.pixels.data()) + std::size_t(i) * 784);
+    const cv::Mat src(28, 28, CV_8U,
+                      const_cast<uint8_t*>(images.pixels.data()) + std::size_t(i) * 784);
     cv::Mat dst(28, 28, CV_8U, out.pixels.data() + std::size_t(i) * 784);  // writes in place
     switch (shift.kind) {
       case ShiftKind::kRotate:
-        cv::warpAffine(src, dst, rotation, dst.size(), cv::INTER_LINEAR, cv::BORDER_CONSTANT, cv::Scalar(0));
+        cv::warpAffine(src, dst, rotation, dst.size(), cv::INTER_LINEAR, cv::BORDER_CONSTANT,
+                       cv::Scalar(0));
         break;
       case ShiftKind::kWashOut:
         src.convertTo(work, CV_32F, shift.amount, (1.0 - shift.amount) * 128.0);
@@ -184,15 +188,19 @@ Result<std::string> EnsureFmnistCnn(const CnnOptions& o) {
   std::error_code ec;
   if (fs::exists(o.path, ec)) return o.path;
   if (!fs::exists(o.script, ec)) {
-    return Status::NotFound("the CNN training script " + o.script + " is missing (is the source tree there?)");
+    return Status::NotFound("the CNN training script " + o.script +
+                            " is missing (is the source tree there?)");
   }
   const fs::path parent = fs::path(o.path).parent_path();
   if (!parent.empty()) fs::create_directories(parent, ec);
-  if (ec) return Status::Unavailable("cannot create the model cache folder " + parent.string() + ": " + ec.message());
+  if (ec)
+    return Status::Unavailable("cannot create the model cache folder " + parent.string() + ": " +
+                               ec.message());
 
-  const std::string cmd = ShellQuote(o.python) + " " + ShellQuote(o.script) + " " + ShellQuote(o.path) +
-                          " --fmnist " + ShellQuote(o.fmnist_dir) + " --epochs " + std::to_string(o.epochs) +
-                          " --seed " + std::to_string(o.seed) + " 2>&1";
+  const std::string cmd = ShellQuote(o.python) + " " + ShellQuote(o.script) + " " +
+                          ShellQuote(o.path) + " --fmnist " + ShellQuote(o.fmnist_dir) +
+                          " --epochs " + std::to_string(o.epochs) + " --seed " +
+                          std::to_string(o.seed) + " 2>&1";
   FILE* pipe = ::popen(cmd.c_str(), "r");
   if (!pipe) return Status::Unavailable("cannot start " + o.python + " to train the CNN");
   std::string last;
@@ -209,7 +217,8 @@ Result<std::string> EnsureFmnistCnn(const CnnOptions& o) {
     return Status::Internal("training the Fashion-MNIST CNN with " + o.python + " " + o.script +
                             " failed (needs Debian's python3-torch and python3-numpy): " + last);
   }
-  if (!fs::exists(o.path, ec)) return Status::Internal("the CNN training script did not write " + o.path);
+  if (!fs::exists(o.path, ec))
+    return Status::Internal("the CNN training script did not write " + o.path);
   return o.path;
 }
 
@@ -244,14 +253,16 @@ Result<AdaptReport> RunOracleAdaptation(const ImageClassifier& cnn, const Fashio
   if (options.label_shares.empty() || options.seeds.empty() || options.shifts.empty()) {
     return Status::InvalidArgument("adapt: shifts, label_shares and seeds must be non-empty");
   }
-  const double max_share = *std::max_element(options.label_shares.begin(), options.label_shares.end());
+  const double max_share =
+      *std::max_element(options.label_shares.begin(), options.label_shares.end());
   for (double s : options.label_shares) {
     if (!(s > 0 && s < 1)) return Status::InvalidArgument("adapt: label shares must lie in (0, 1)");
   }
   const std::size_t n = std::size_t(domain.rows);
   const std::size_t pool_rows = std::size_t(std::llround(max_share * double(n)));
   if (pool_rows < 10 || pool_rows >= n) {
-    return Status::InvalidArgument("adapt: the domain is too small for label share " + std::to_string(max_share));
+    return Status::InvalidArgument("adapt: the domain is too small for label share " +
+                                   std::to_string(max_share));
   }
 
   AdaptReport report;
@@ -272,7 +283,8 @@ Result<AdaptReport> RunOracleAdaptation(const ImageClassifier& cnn, const Fashio
   const std::size_t k = options.shifts.size(), shares = options.label_shares.size();
   std::vector<double> source_acc;
   std::vector<std::vector<double>> shift_acc(k);
-  std::vector<std::vector<std::vector<double>>> oracle_acc(k, std::vector<std::vector<double>>(shares));
+  std::vector<std::vector<std::vector<double>>> oracle_acc(
+      k, std::vector<std::vector<double>>(shares));
   for (uint64_t seed : options.seeds) {
     const auto perm = Permutation(n, seed);
     const std::vector<std::size_t> pool(perm.begin(), perm.begin() + pool_rows);
@@ -281,7 +293,8 @@ Result<AdaptReport> RunOracleAdaptation(const ImageClassifier& cnn, const Fashio
     source_acc.push_back(ArgmaxAccuracy(source_probs, domain.labels, eval));
     for (std::size_t s = 0; s < k; ++s) {
       const DomainShift& shift = options.shifts[s];
-      MLINK_ASSIGN_OR_RETURN(const link::Column probs, cnn.Run(ApplyShift(domain, shift, seed * 1000 + s)));
+      MLINK_ASSIGN_OR_RETURN(const link::Column probs,
+                             cnn.Run(ApplyShift(domain, shift, seed * 1000 + s)));
       shift_acc[s].push_back(ArgmaxAccuracy(probs, domain.labels, eval));
       const link::Column probs_eval = probs.Select(eval);
       for (std::size_t j = 0; j < shares; ++j) {
@@ -291,10 +304,12 @@ Result<AdaptReport> RunOracleAdaptation(const ImageClassifier& cnn, const Fashio
         MLINK_ASSIGN_OR_RETURN(auto link, link::Link::Create(spec, seed));
         link::TrainOptions train = options.train;
         train.seed = seed;
-        MLINK_RETURN_IF_ERROR(link->Train(probs.Select(labelled), oracle.Select(labelled), train).status());
+        MLINK_RETURN_IF_ERROR(
+            link->Train(probs.Select(labelled), oracle.Select(labelled), train).status());
         MLINK_ASSIGN_OR_RETURN(const auto ev, link->Evaluate(probs_eval, oracle_eval));
         oracle_acc[s][j].push_back(ev.metric);
-        if (options.progress) options.progress(shift.name, options.label_shares[j], seed, ev.metric);
+        if (options.progress)
+          options.progress(shift.name, options.label_shares[j], seed, ev.metric);
       }
     }
   }
@@ -329,8 +344,9 @@ std::string AdaptMarkdown(const AdaptReport& r) {
   std::ostringstream md;
   md << "## Oracle links under domain shift on Fashion-MNIST (Table 4 form)\n\n"
      << "Accuracy (%) of a small CNN trained on the original Fashion-MNIST training images, on "
-     << r.eval_rows << " held-out test images per seed; mean" << (with_std ? " (± std)" : "") << " over "
-     << r.seeds.size() << " seed" << (r.seeds.size() > 1 ? "s" : "") << ".\n\n| Method |";
+     << r.eval_rows << " held-out test images per seed; mean" << (with_std ? " (± std)" : "")
+     << " over " << r.seeds.size() << " seed" << (r.seeds.size() > 1 ? "s" : "")
+     << ".\n\n| Method |";
   for (const auto& c : r.columns) md << " " << c.shift.name << " |";
   md << " Avg. |\n|---|";
   for (std::size_t i = 0; i <= r.columns.size(); ++i) md << "---|";
@@ -349,18 +365,20 @@ std::string AdaptMarkdown(const AdaptReport& r) {
   row("Shift (CNN, shifted)", [](const AdaptColumn& c) { return c.shifted; });
   for (std::size_t j = 0; j < r.label_shares.size(); ++j) {
     char name[96];
-    std::snprintf(name, sizeof(name), "CNN + oracle link, %g%% labels (%zu)", 100 * r.label_shares[j],
+    std::snprintf(name, sizeof(name), "CNN + oracle link, %g%% labels (%zu)",
+                  100 * r.label_shares[j],
                   std::size_t(std::llround(r.label_shares[j] * double(r.domain_rows))));
     row(name, [j](const AdaptColumn& c) { return c.oracle[j]; });
   }
   md << "\nShifts (applied to the test images with OpenCV):\n";
-  for (const auto& c : r.columns) md << "- " << c.shift.name << ": " << DescribeShift(c.shift) << "\n";
+  for (const auto& c : r.columns)
+    md << "- " << c.shift.name << ": " << DescribeShift(c.shift) << "\n";
   md << "\nThe oracle link maps the CNN's 10 class probabilities to the one-hot label (vec2vec, "
         "single_label), trained on the given share of the "
      << r.domain_rows << " shifted test images (RMSprop, lr " << r.train.learning_rate << ", batch "
      << r.train.batch_size << ", at most " << r.train.epochs << " epochs with early stopping on "
      << 100 * r.train.validation_share << "% of them) and evaluated on the other " << r.eval_rows
-     << ", which no link saw. The CNN stays a black box. " << r.seconds << " s in all.\n";
+     << ", which no link saw. The CNN stays a black box. " << std::lround(r.seconds) << " s in all.\n";
   return md.str();
 }
 

@@ -22,7 +22,8 @@ Result<std::unique_ptr<ImageClassifier>> ImageClassifier::Load(const std::string
     impl->module = torch::jit::load(path, torch::kCPU);
     impl->module.eval();
   } catch (const c10::Error& e) {
-    return Status::InvalidArgument("TorchScript model " + path + " cannot be loaded: " + e.what_without_backtrace());
+    return Status::InvalidArgument("TorchScript model " + path +
+                                   " cannot be loaded: " + e.what_without_backtrace());
   } catch (const std::exception& e) {
     return Status::InvalidArgument("TorchScript model " + path + " cannot be loaded: " + e.what());
   }
@@ -40,19 +41,22 @@ Result<link::Column> ImageClassifier::Run(const FashionMnist& images, int batch)
     torch::NoGradGuard no_grad;
     for (int start = 0; start < images.rows; start += batch) {
       const int n = std::min(batch, images.rows - start);
-      auto x = torch::from_blob(const_cast<uint8_t*>(images.pixels.data()) + std::size_t(start) * 784,
-                                {n, 1, 28, 28}, torch::kUInt8)
-                   .to(torch::kFloat)
-                   .div_(255.0);
+      auto x =
+          torch::from_blob(const_cast<uint8_t*>(images.pixels.data()) + std::size_t(start) * 784,
+                           {n, 1, 28, 28}, torch::kUInt8)
+              .to(torch::kFloat)
+              .div_(255.0);
       auto y = impl_->module.forward({x}).toTensor().to(torch::kFloat).contiguous();
       if (y.dim() != 2 || y.size(0) != n || y.size(1) != 10) {
         return Status::InvalidArgument("TorchScript model " + impl_->path + " returned shape " +
-                                       c10::str(y.sizes()) + ", expected [" + std::to_string(n) + ", 10]");
+                                       c10::str(y.sizes()) + ", expected [" + std::to_string(n) +
+                                       ", 10]");
       }
       out.insert(out.end(), y.data_ptr<float>(), y.data_ptr<float>() + std::size_t(n) * 10);
     }
   } catch (const c10::Error& e) {
-    return Status::Internal("TorchScript model " + impl_->path + " failed on a batch: " + e.what_without_backtrace());
+    return Status::Internal("TorchScript model " + impl_->path +
+                            " failed on a batch: " + e.what_without_backtrace());
   } catch (const std::exception& e) {
     return Status::Internal("TorchScript model " + impl_->path + " failed on a batch: " + e.what());
   }

@@ -21,10 +21,10 @@ namespace mlink::eval {
 // ---- domain shifts ----------------------------------------------------------------------------
 
 enum class ShiftKind {
-  kRotate,    // amount = degrees, counter-clockwise about the image centre, black border
-  kWashOut,   // amount = contrast c: x -> (1 - c) * 128 + c * x, plus Gaussian noise (sigma)
-  kInvert,    // x -> 255 - x (amount unused)
-  kBlur,      // amount = Gaussian sigma in pixels
+  kRotate,   // amount = degrees, counter-clockwise about the image centre, black border
+  kWashOut,  // amount = contrast c: x -> (1 - c) * 128 + c * x, plus Gaussian noise (sigma)
+  kInvert,   // x -> 255 - x (amount unused)
+  kBlur,     // amount = Gaussian sigma in pixels
 };
 
 struct DomainShift {
@@ -103,7 +103,8 @@ struct AdaptOptions {
   std::vector<uint64_t> seeds = {1, 2, 3};  // split, shift noise and link initialisation
   link::TrainOptions train;                 // oracle-link training (the paper's defaults)
   // After each trained oracle link (for progress lines).
-  std::function<void(const std::string& shift, double share, uint64_t seed, double accuracy)> progress;
+  std::function<void(const std::string& shift, double share, uint64_t seed, double accuracy)>
+      progress;
 };
 
 struct MeanStd {

@@ -6,6 +6,10 @@
 
 namespace mlink::edge {
 
+namespace {
+constexpr double kLevelRate = 0.02;
+}  // namespace
+
 Result<Sampler> Sampler::Create(const SamplerOptions& o) {
   Kind k;
   if (o.policy == "none") {
@@ -23,13 +27,16 @@ Result<Sampler> Sampler::Create(const SamplerOptions& o) {
   if (o.period_frames < 1 || o.window < 1 || !(o.burst >= 1)) {
     return Status::InvalidArgument("sampling: period_frames >= 1, window >= 1 and burst >= 1 expected");
   }
-  return Sampler(o, k);
+  Sampler s(o, k);
+  s.level_ = 1.0 - o.budget;
+  return s;
 }
 
 double Sampler::Threshold() const {
   if (recent_.empty()) return -INFINITY;
   std::vector<double> s(recent_.begin(), recent_.end());
-  const std::size_t at = std::min(s.size() - 1, static_cast<std::size_t>(std::floor((1.0 - options_.budget) * s.size())));
+  const double q = std::clamp(level_, 0.0, 1.0);
+  const std::size_t at = std::min(s.size() - 1, static_cast<std::size_t>(std::floor(q * s.size())));
   std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(at), s.end());
   return s[at];
 }
@@ -53,6 +60,11 @@ bool Sampler::Decide(int64_t frame, double score) {
       recent_.push_back(score);
       if (static_cast<int>(recent_.size()) > options_.window) recent_.pop_front();
       if (take) tokens_ -= 1;
+      // Scores come in runs (neighbouring frames look alike), so a fixed quantile under- or
+      // over-spends; the level follows the budget: lower after frames not taken, higher after
+      // frames taken (stochastic approximation of "the top `budget` share").
+      level_ += kLevelRate * ((take ? 1.0 : 0.0) - options_.budget);
+      level_ = std::clamp(level_, 0.0, 1.0);
       break;
     }
   }

@@ -2,6 +2,8 @@
 //   mlink-eval [links]  the pairwise link performance matrix (Table 3 form) on the Fashion-MNIST
 //                       model zoo -> results/links.md
 //   mlink-eval adapt    oracle links under domain shift (Table 4 form) -> results/adapt.md
+//   mlink-eval online --trace T   online training policies on a recorded trace (Fig. 6 form)
+//   mlink-eval federate  cross-domain aggregation and fusion of oracle links (Fig. 8 form)
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -13,6 +15,8 @@
 
 #include "mlink/common/log.h"
 #include "mlink/eval/adapt.h"
+#include "mlink/eval/federate.h"
+#include "mlink/eval/online.h"
 #include "mlink/eval/fmnist.h"
 #include "mlink/link/batched.h"
 
@@ -129,6 +133,86 @@ int RunLinks(const std::string& data_dir, const std::string& out_dir, const Link
   return 0;
 }
 
+// The given CNN, or the cached one (trained on first use, with progress lines).
+mlink::Result<std::string> CnnPath(const std::string& data_dir, const std::string& given) {
+  if (!given.empty()) return given;
+  auto cnn_opts = mlink::eval::DefaultCnnOptions();
+  cnn_opts.fmnist_dir = data_dir;
+  if (!std::filesystem::exists(cnn_opts.path)) {
+    MLOG_INFO("eval", "training the Fashion-MNIST CNN (once; a few minutes)").Kv("cache", cnn_opts.path);
+  }
+  cnn_opts.progress = [](const std::string& line) { MLOG_INFO("eval", "cnn").Kv("train", line); };
+  return mlink::eval::EnsureFmnistCnn(cnn_opts);
+}
+
+struct OnlineArgs {
+  std::vector<std::string> traces;
+  std::string active = "fullbody,motion";
+  double budget = 0.1;
+  int retrain_samples = 20;
+  int epochs = 20;
+};
+
+int RunOnline(const std::string& out_dir, const OnlineArgs& args) {
+  mlink::eval::OnlineOptions o;
+  o.traces = args.traces;
+  std::stringstream ss(args.active);
+  for (std::string m; std::getline(ss, m, ',');) o.active.push_back(m);
+  o.budget = args.budget;
+  o.retrain_samples = args.retrain_samples;
+  o.epochs = args.epochs;
+  MLOG_INFO("eval", "online training policies").Kv("traces", o.traces.size()).Kv("budget", o.budget);
+  auto r = mlink::eval::RunOnlinePolicies(o);
+  if (!r.ok()) {
+    std::cerr << "mlink-eval: " << r.status().message() << "\n";
+    return 1;
+  }
+  const std::string md = "## Online training policies (Fig. 6 form)\n\n" + mlink::eval::OnlineMarkdown(*r, o);
+  std::fprintf(g_out, "%s", md.c_str());
+  WriteReport(out_dir, "online.md", md);
+  MLOG_INFO("eval", "done").Kv("report", out_dir + "/online.md");
+  return 0;
+}
+
+struct FederateArgs {
+  std::string cnn;
+  int rounds = 15;
+  int target_labels = 200;
+  // A domain close to the contributing sites' (the global link alone goes far) and one farther
+  // away (fusion with the site's own labels adds on top).
+  std::vector<std::string> target_shifts = {"washout:0.45:20", "rotate:15"};
+};
+
+int RunFederate(const std::string& data_dir, const std::string& out_dir, const FederateArgs& args) {
+  auto cnn = CnnPath(data_dir, args.cnn);
+  if (!cnn.ok()) {
+    std::cerr << "mlink-eval: " << cnn.status().message() << "\n";
+    return 1;
+  }
+  std::string md = "## Cross-domain aggregation and local-global fusion of oracle links (Fig. 8 form)\n\n";
+  double seconds = 0;
+  for (const auto& target_shift : args.target_shifts) {
+    mlink::eval::FederateOptions o;
+    o.cnn_path = *cnn;
+    o.rounds = args.rounds;
+    o.target_labels = args.target_labels;
+    o.target_shift = target_shift;
+    MLOG_INFO("eval", "cross-domain aggregation and fusion").Kv("rounds", o.rounds).Kv("sites", o.site_shifts.size())
+        .Kv("target", target_shift);
+    auto r = mlink::eval::RunFederation(o);
+    if (!r.ok()) {
+      std::cerr << "mlink-eval: " << r.status().message() << "\n";
+      return 1;
+    }
+    md += "### Target domain " + target_shift + "\n\n" + mlink::eval::FederateMarkdown(*r, o) + "\n";
+    seconds += r->seconds;
+  }
+  std::fprintf(g_out, "%s", md.c_str());
+  WriteReport(out_dir, "federate.md", md);
+  MLOG_INFO("eval", "done").Kv("report", out_dir + "/federate.md").Kv("seconds", seconds);
+  return 0;
+}
+
 int RunAdapt(const std::string& data_dir, const std::string& out_dir, const AdaptArgs& args) {
   auto t0 = std::chrono::steady_clock::now();
   mlink::eval::AdaptOptions opts;
@@ -143,21 +227,12 @@ int RunAdapt(const std::string& data_dir, const std::string& out_dir, const Adap
       opts.shifts.push_back(*shift);
     }
   }
-  std::string cnn_path = args.cnn;
-  if (cnn_path.empty()) {
-    auto cnn_opts = mlink::eval::DefaultCnnOptions();
-    cnn_opts.fmnist_dir = data_dir;
-    if (!std::filesystem::exists(cnn_opts.path)) {
-      MLOG_INFO("eval", "training the Fashion-MNIST CNN (once; a few minutes)").Kv("cache", cnn_opts.path);
-    }
-    cnn_opts.progress = [](const std::string& line) { MLOG_INFO("eval", "cnn").Kv("train", line); };
-    auto path = mlink::eval::EnsureFmnistCnn(cnn_opts);
-    if (!path.ok()) {
-      std::cerr << "mlink-eval: " << path.status().message() << "\n";
-      return 1;
-    }
-    cnn_path = *path;
+  auto cnn_path_or = CnnPath(data_dir, args.cnn);
+  if (!cnn_path_or.ok()) {
+    std::cerr << "mlink-eval: " << cnn_path_or.status().message() << "\n";
+    return 1;
   }
+  const std::string cnn_path = *cnn_path_or;
   auto cnn = mlink::eval::ImageClassifier::Load(cnn_path);
   if (!cnn.ok()) {
     std::cerr << "mlink-eval: " << cnn.status().message() << "\n";
@@ -223,8 +298,28 @@ int main(int argc, char** argv) {
   adapt_cmd->add_option("--shifts", adapt.shifts, "shifts (default rotate:30,washout:0.4:20,invert,blur:2)")
       ->delimiter(',');
   adapt_cmd->add_option("--link-epochs", adapt.epochs, "oracle-link training epochs (paper: 100)")->check(CLI::Range(1, 1000));
+  OnlineArgs online;
+  CLI::App* online_cmd = app.add_subcommand("online", "online link training under active sampling on a trace (Fig. 6 form)");
+  online_cmd->fallthrough();
+  online_cmd->add_option("--trace", online.traces, "trace recorded by `mlink-edge record` (every model on every frame); "
+                                                   "repeat to play several one after the other")
+      ->required()->check(CLI::ExistingFile);
+  online_cmd->add_option("--active", online.active, "models that run (comma-separated); the others are predicted");
+  online_cmd->add_option("--budget", online.budget, "labeling budget: share of frames sampled")->check(CLI::Range(0.001, 1.0));
+  online_cmd->add_option("--retrain-samples", online.retrain_samples, "new samples between re-trainings")->check(CLI::Range(1, 100000));
+  online_cmd->add_option("--link-epochs", online.epochs, "epochs per re-training")->check(CLI::Range(1, 1000));
+
+  FederateArgs federate;
+  CLI::App* federate_cmd = app.add_subcommand("federate", "cross-domain aggregation and fusion of oracle links (Fig. 8 form)");
+  federate_cmd->fallthrough();
+  federate_cmd->add_option("--cnn", federate.cnn, "TorchScript CNN; default: the cached one, trained on first use");
+  federate_cmd->add_option("--rounds", federate.rounds, "rounds of Algorithm 1")->check(CLI::Range(1, 1000));
+  federate_cmd->add_option("--target-shifts", federate.target_shifts, "the target site's domains, one run each")->delimiter(',');
+  federate_cmd->add_option("--target-labels", federate.target_labels, "labels the target site holds")->check(CLI::Range(20, 1900));
   CLI11_PARSE(app, argc, argv);
 
   if (adapt_cmd->parsed()) return RunAdapt(data_dir, out_dir, adapt);
+  if (online_cmd->parsed()) return RunOnline(out_dir, online);
+  if (federate_cmd->parsed()) return RunFederate(data_dir, out_dir, federate);
   return RunLinks(data_dir, out_dir, links);
 }

@@ -45,19 +45,40 @@ link::Column Empty(const link::Column& like) {
 }  // namespace
 
 Result<OnlineResult> RunOnlinePolicies(const OnlineOptions& o) {
-  MLINK_ASSIGN_OR_RETURN(auto trace, edge::Trace::Open(o.trace));
+  if (o.traces.empty()) return Status::InvalidArgument("online experiment: no trace given");
+  MLINK_ASSIGN_OR_RETURN(auto trace, edge::Trace::Open(o.traces[0]));
   MLINK_ASSIGN_OR_RETURN(auto table, trace->Load());
   const auto& infos = trace->models();
+  for (std::size_t t = 1; t < o.traces.size(); ++t) {
+    MLINK_ASSIGN_OR_RETURN(auto more, edge::Trace::Open(o.traces[t]));
+    if (more->models().size() != infos.size()) {
+      return Status::InvalidArgument("trace " + o.traces[t] + " has other models than " + o.traces[0]);
+    }
+    for (std::size_t i = 0; i < infos.size(); ++i) {
+      if (more->models()[i].name != infos[i].name) {
+        return Status::InvalidArgument("trace " + o.traces[t] + ": model " + std::to_string(i) + " is '" +
+                                       more->models()[i].name + "', expected '" + infos[i].name + "'");
+      }
+    }
+    MLINK_ASSIGN_OR_RETURN(auto t2, more->Load());
+    const int64_t offset = table.frames.empty() ? 0 : table.frames.back() + 1;
+    for (int64_t f : t2.frames) table.frames.push_back(offset + f);
+    for (std::size_t i = 0; i < infos.size(); ++i) {
+      auto& c = table.outputs[i];
+      c.values.insert(c.values.end(), t2.outputs[i].values.begin(), t2.outputs[i].values.end());
+      c.seqs.insert(c.seqs.end(), t2.outputs[i].seqs.begin(), t2.outputs[i].seqs.end());
+    }
+  }
   const std::size_t k = infos.size();
   const std::size_t n = table.frames.size();
   if (n < static_cast<std::size_t>(o.init_frames) + static_cast<std::size_t>(o.segment_frames)) {
-    return Status::InvalidArgument("trace " + o.trace + " has " + std::to_string(n) + " usable frames; need at least " +
+    return Status::InvalidArgument("trace " + o.traces[0] + " has " + std::to_string(n) + " usable frames; need at least " +
                                    std::to_string(o.init_frames + o.segment_frames));
   }
   std::vector<bool> active(k, false);
   for (const auto& name : o.active) {
     const int i = trace->ModelIndex(name);
-    if (i < 0) return Status::InvalidArgument("active model '" + name + "' is not in trace " + o.trace);
+    if (i < 0) return Status::InvalidArgument("active model '" + name + "' is not in trace " + o.traces[0]);
     active[i] = true;
   }
   OnlineResult res;
@@ -162,7 +183,9 @@ Result<OnlineResult> RunOnlinePolicies(const OnlineOptions& o) {
 std::string OnlineMarkdown(const OnlineResult& r, const OnlineOptions& o) {
   std::ostringstream s;
   char buf[64];
-  s << "Active set A = {";
+  s << "Traces, played in order:";
+  for (const auto& t : o.traces) s << " " << t.substr(t.find_last_of('/') + 1);
+  s << ". Active set A = {";
   for (std::size_t i = 0; i < o.active.size(); ++i) s << (i ? ", " : "") << o.active[i];
   s << "}; predicted: ";
   for (std::size_t i = 0; i < r.predicted.size(); ++i) s << (i ? ", " : "") << r.predicted[i];

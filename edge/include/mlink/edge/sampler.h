@@ -10,9 +10,10 @@
 //                   rounding boundary);
 //   loss_prediction frames whose loss, as predicted by a module on the links' hidden layer
 //                   (link/loss_prediction.h), is high.
-// The two score-driven policies sample a frame when its score is at or above the (1 - budget)
-// quantile of the last `window` scores, and a token bucket (budget tokens per frame, at most
-// `burst` saved) keeps the share of sampled frames at or below the budget whatever the scores do.
+// The two score-driven policies sample a frame when its score is at or above a quantile of the
+// last `window` scores; the quantile level starts at 1 - budget and adapts so that the share of
+// sampled frames meets the budget even when scores come in runs, and a token bucket (budget
+// tokens per frame, at most `burst` saved) keeps the share at or below the budget.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +53,7 @@ class Sampler {
   int64_t decided_ = 0;
   int64_t sampled_ = 0;
   double tokens_ = 1;
+  double level_ = 0.9;  // quantile of recent scores a frame must reach (adapts to the budget)
   std::deque<double> recent_;
 };
 

@@ -21,7 +21,8 @@
 namespace mlink::eval {
 
 struct OnlineOptions {
-  std::string trace;                 // a trace recorded by `mlink-edge record`
+  std::vector<std::string> traces;   // traces recorded by `mlink-edge record`, played one after
+                                     // the other (same models), e.g. a scene change
   std::vector<std::string> active;   // models that run (default: the site scheduler's choice)
   double budget = 0.1;
   int init_frames = 60;

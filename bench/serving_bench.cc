@@ -5,7 +5,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
+
+#include <unistd.h>
 
 #include "mlink/common/log.h"
 #include "mlink/edge/site.h"
@@ -33,6 +36,8 @@ int main(int argc, char** argv) {
   add("lowerbody", "cascade", "haarcascade_lowerbody.xml", 0.5);
   add("motion", "mog2", "", 0.25);
   o.serving.sink = "/dev/null";
+  o.data_dir = (std::filesystem::temp_directory_path() / ("mlink-serving-bench-" + std::to_string(::getpid()))).string();
+  o.learning.sampling.policy = "none";  // serving alone: no active sampling, no re-training
   o.serving.bootstrap_frames = 60;
   o.serving.period_frames = 100;
   o.serving.profile_frames = 3;
@@ -54,5 +59,7 @@ int main(int argc, char** argv) {
               "\"serving_overhead_ms_per_frame\":%.4f,\"overhead_over_model_time\":%.5f,\"target\":0.01,"
               "\"bootstrap_training_ms\":%.1f}\n",
               static_cast<long long>(st->frames), static_cast<long long>(predicted), model, over, over / model, st->training_ms);
+  site->reset();
+  std::filesystem::remove_all(o.data_dir);
   return 0;
 }

@@ -540,7 +540,16 @@ struct Learner::Impl {
           co, [this](protocol::Message m) { Push(MessageWork{std::move(m)}, false); },
           [this, closed](const Status& why) {
             closed->store(true);
-            MLOG_WARN("edge", "disconnected from the aggregator").Kv("site", site).Kv("why", why.message());
+            bool quitting;
+            {
+              std::lock_guard<std::mutex> lock(mu);
+              quitting = stopping;
+            }
+            if (quitting) {
+              MLOG_INFO("edge", "left the federation").Kv("site", site);
+            } else {
+              MLOG_WARN("edge", "disconnected from the aggregator; reconnecting").Kv("site", site).Kv("why", why.message());
+            }
             std::lock_guard<std::mutex> lock(client_mu);
             client_cv.notify_all();
           });

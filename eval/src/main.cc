@@ -149,7 +149,7 @@ struct OnlineArgs {
   std::vector<std::string> traces;
   std::string active = "fullbody,motion";
   double budget = 0.1;
-  int retrain_samples = 20;
+  int retrain_samples = 10;
   int epochs = 20;
 };
 

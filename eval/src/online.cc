@@ -88,8 +88,15 @@ Result<OnlineResult> RunOnlinePolicies(const OnlineOptions& o) {
   if (res.predicted.empty() || res.predicted.size() == k) {
     return Status::InvalidArgument("the active set must hold some but not all of the trace's models");
   }
-  for (std::size_t s = o.init_frames; s < n; s += o.segment_frames) {
-    res.segments.push_back({table.frames[s], table.frames[std::min(n, s + o.segment_frames) - 1]});
+  // Segment ends (exclusive); a short last piece joins the segment before it.
+  std::vector<std::size_t> ends;
+  for (std::size_t s = o.init_frames; s < n; s += o.segment_frames) ends.push_back(std::min(n, s + o.segment_frames));
+  if (ends.size() > 1 && n - ends[ends.size() - 2] < static_cast<std::size_t>(o.segment_frames) / 2) {
+    ends.erase(ends.end() - 2);
+  }
+  for (std::size_t g = 0; g < ends.size(); ++g) {
+    const std::size_t first = g == 0 ? o.init_frames : ends[g - 1];
+    res.segments.push_back({table.frames[first], table.frames[ends[g] - 1]});
   }
 
   // The shared starting point: links trained on the first frames.
@@ -166,7 +173,7 @@ Result<OnlineResult> RunOnlinePolicies(const OnlineOptions& o) {
           ++out.retrains;
         }
       }
-      if ((r - o.init_frames + 1) % o.segment_frames == 0 || r + 1 == n) flush();
+      if (std::find(ends.begin(), ends.end(), r + 1) != ends.end()) flush();
     }
     double sum = 0;
     for (double p : out.segment_p) sum += p;

@@ -13,6 +13,7 @@
 #include "mlink/edge/scheduler.h"
 #include "mlink/edge/site.h"
 #include "mlink/edge/trace.h"
+#include "mlink/eval/online.h"
 
 namespace mlink::edge {
 namespace {
@@ -48,6 +49,7 @@ EdgeOptions PlazaOptions(const std::string& dir) {
   add("lowerbody", "cascade", "haarcascade_lowerbody.xml", 0.5);
   add("motion", "mog2", "", 0.25);
   o.serving.sink = dir + "/frames.jsonl";
+  o.data_dir = dir + "/site-data";
   return o;
 }
 
@@ -191,6 +193,61 @@ TEST_F(VtestServing, ServeLoopRunsUnderBudgetAndWritesOneLinePerFrame) {
   EXPECT_EQ(lines, 130);
   EXPECT_TRUE(saw_predicted);
   EXPECT_LT(st->overhead_ms, 0.2 * st->model_ms) << "link serving and scheduling stay small next to the models";
+  // Every frame went to the sample store; active sampling ran the skipped models on some.
+  ASSERT_TRUE((*site)->learner()->WaitIdle(60));
+  EXPECT_EQ((*site)->learner()->stats().recorded, 130);
+  EXPECT_GT(st->sampled, 0);
+  EXPECT_LE(st->sampled, 130 * 0.05 + 3);  // the default budget: 5% of frames
+  site->reset();
+
+  // A restart serves at once with the links saved by the first run: no bootstrap training.
+  fs::remove(o.serving.sink);
+  o.source.max_frames = 40;
+  auto again = Site::Create(o);
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto st2 = (*again)->Run(nullptr, 40);
+  ASSERT_TRUE(st2.ok()) << st2.status();
+  EXPECT_EQ(st2->training_ms, 0);
+  int64_t predicted2 = 0;
+  for (auto p : st2->predicted) predicted2 += p;
+  EXPECT_GT(predicted2, 0) << "links loaded from the first run predict from the first period on";
+}
+
+// The online-training experiment's mechanics on this trace played twice: every policy starts
+// from the same links, the sampled shares keep to the budget, offline never re-trains.
+TEST_F(VtestServing, OnlinePoliciesKeepToTheLabelingBudget) {
+  eval::OnlineOptions o;
+  o.traces = {*dir_ + "/trace.db", *dir_ + "/trace.db"};
+  o.active = {"fullbody", "motion"};
+  o.budget = 0.1;
+  o.init_frames = 40;
+  o.segment_frames = 100;
+  o.retrain_samples = 10;
+  o.epochs = 10;
+  auto r = eval::RunOnlinePolicies(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->predicted, (std::vector<std::string>{"hog", "lowerbody"}));
+  ASSERT_EQ(r->segments.size(), 4u);  // 440 frames after the first 40, the short tail joined
+  ASSERT_EQ(r->policies.size(), 4u);
+  for (const auto& p : r->policies) {
+    ASSERT_EQ(p.segment_p.size(), 4u) << p.name;
+    for (double v : p.segment_p) {
+      EXPECT_GE(v, 0) << p.name;
+      EXPECT_LE(v, 1) << p.name;
+    }
+  }
+  // Before the first re-training the policies serve the same links (loss prediction's start
+  // differs: its loss module trains jointly with the links on the initial frames).
+  for (int i : {1, 2}) EXPECT_DOUBLE_EQ(r->policies[i].segment_p[0], r->policies[0].segment_p[0]) << r->policies[i].name;
+  EXPECT_EQ(r->policies[0].retrains, 0);
+  EXPECT_DOUBLE_EQ(r->policies[0].sampled_share, 0);
+  EXPECT_NEAR(r->policies[1].sampled_share, 0.1, 0.01);  // periodic: 10 of every 100 frames
+  EXPECT_GE(r->policies[1].retrains, 3);
+  for (int i : {2, 3}) {
+    EXPECT_LE(r->policies[i].sampled_share, 0.1 + 3.0 / 440) << r->policies[i].name;
+    EXPECT_GE(r->policies[i].sampled_share, 0.05) << r->policies[i].name;
+  }
+  EXPECT_FALSE(eval::RunOnlinePolicies({{*dir_ + "/missing.db"}}).ok());
 }
 
 TEST(SiteErrors, BadInputNamesTheThing) {

@@ -2,7 +2,9 @@
 //
 // The trace holds every model's output on every frame. A fixed active set A runs; the other
 // models are predicted by their ensembles of links from A. All policies start from the same links
-// (trained on the first `init_frames` frames). Then, frame by frame in recorded order:
+// (trained on the first `init_frames` frames, then continued there once more; for
+// loss_prediction jointly with its loss module, so its start differs slightly). Then, frame by
+// frame in recorded order:
 //   offline         never updates the links;
 //   periodic,
 //   uncertainty,
@@ -27,7 +29,7 @@ struct OnlineOptions {
   double budget = 0.1;
   int init_frames = 60;
   int segment_frames = 100;
-  int retrain_samples = 20;
+  int retrain_samples = 10;
   int epochs = 20;
   uint64_t seed = 1;
   std::vector<std::string> policies = {"offline", "periodic", "uncertainty", "loss_prediction"};

@@ -109,6 +109,7 @@ struct Learner::Impl {
     bool joined = false;          // an update for `round` was computed (or kept from before)
     int64_t data_at_try = -1;     // local samples when joining last failed for want of samples
     Clock::time_point last_update{};
+    uint64_t waiting_logged = UINT64_MAX;  // round of the last "not enough samples" line
   };
   std::vector<Fed> feds;
   std::mt19937_64 rng{1};
@@ -323,8 +324,11 @@ struct Learner::Impl {
     link::Column x, y;
     if (!LocalRows(f, &x, &y) || static_cast<int>(x.rows()) < o.federation.min_samples) {
       f.data_at_try = LocalDataCount(f);
-      MLOG_INFO("edge", "not enough local samples to join this round").Kv("site", site).Kv("link", f.cfg.id)
-          .Kv("round", f.round).Kv("samples", x.rows()).Kv("needed", o.federation.min_samples);
+      if (f.waiting_logged != f.round) {  // once per round; the site joins when it has enough
+        f.waiting_logged = f.round;
+        MLOG_INFO("edge", "not enough local samples to join this round yet").Kv("site", site).Kv("link", f.cfg.id)
+            .Kv("round", f.round).Kv("samples", x.rows()).Kv("needed", o.federation.min_samples);
+      }
       return;
     }
     auto local = f.global->Clone();

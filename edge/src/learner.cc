@@ -397,13 +397,30 @@ struct Learner::Impl {
     if (!cur) return;
     link::Column x, y;
     if (!LocalRows(f, &x, &y) || x.rows() < 10) return;
-    const int j = f.target;
-    int s = 0;
-    for (int i = 0; i < f.source; ++i) s += i != j;
-    auto local_ev = cur->ensemble(j).link(s).Evaluate(x, y);
-    auto global_ev = f.global->Evaluate(x, y);
+    // Compare on the newest fifth of the local samples (the local link saw them in training,
+    // so a global link must be clearly better to be chosen).
+    const std::size_t n = x.rows(), cut = n - std::max<std::size_t>(5, n / 5);
+    link::Column xv = Range(x, cut, n), yv = Range(y, cut, n);
+    auto local_ev = cur->link(f.source, f.target).Evaluate(xv, yv);
+    auto global_ev = f.global->Evaluate(xv, yv);
     if (!local_ev.ok() || !global_ev.ok()) return;
-    const bool global_better = global_ev->performance > local_ev->performance;
+    const bool global_better = global_ev->performance > local_ev->performance + 0.02;
+    if (global_better) {
+      auto rows = store->Sampled(models, o.train_window);
+      link::TrainOptions t;
+      t.seed = o.seed;
+      t.epochs = o.retrain_epochs;
+      auto swapped = rows.ok() ? cur->ReplaceLink(f.source, f.target, *f.global, rows->outputs, t)
+                               : Result<std::unique_ptr<LinkServing>>(rows.status());
+      if (!swapped.ok()) {
+        MLOG_WARN("edge", "global link not swapped in").Kv("site", site).Kv("link", f.cfg.id).Kv("error", swapped.status().message());
+        return;
+      }
+      MLOG_INFO("edge", "serving the global link: it validates better here").Kv("site", site).Kv("link", f.cfg.id)
+          .Kv("global_p", global_ev->performance).Kv("local_p", local_ev->performance);
+      std::lock_guard<std::mutex> lock(mu);
+      serving_now = std::shared_ptr<const LinkServing>(std::move(swapped).value());
+    }
     std::lock_guard<std::mutex> lock(mu);
     st.serving_choice[f.cfg.id] = global_better ? "global" : "local";
     st.link_performance[f.cfg.id] = std::max(global_ev->performance, local_ev->performance);

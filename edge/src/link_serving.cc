@@ -75,12 +75,55 @@ Result<std::unique_ptr<LinkServing>> LinkServing::Retrain(const std::vector<link
       if (loss_prediction) {
         auto lp = link::LossPredictor::TrainJointly(l.get(), outputs[src[n]], outputs[j], options);
         if (!lp.ok()) return lp.status().WithContext(what);
-        s->loss_[j].push_back(std::move(lp).value());
+        s->loss_[j].push_back(std::shared_ptr<const link::LossPredictor>(std::move(lp).value()));
       } else {
         auto rep = l->Train(outputs[src[n]], outputs[j], options);
         if (!rep.ok()) return rep.status().WithContext(what);
       }
       links.push_back(std::move(l));
+      inputs.push_back(outputs[src[n]]);
+    }
+    MLINK_ASSIGN_OR_RETURN(auto ens, link::Ensemble::Create(std::move(links)));
+    auto rep = ens->TrainWeights(inputs, outputs[j], options);
+    if (!rep.ok()) return rep.status().WithContext("ensemble for model '" + models_[j].name + "'");
+    s->ensembles_.push_back(std::move(ens));
+  }
+  return s;
+}
+
+const link::Link& LinkServing::link(int source, int target) const {
+  const int s = source < target ? source : source - 1;  // index among Sources(k, target)
+  return ensembles_[target]->link(static_cast<std::size_t>(s));
+}
+
+Result<std::unique_ptr<LinkServing>> LinkServing::ReplaceLink(int source, int target, const link::Link& replacement,
+                                                              const std::vector<link::Column>& outputs,
+                                                              const link::TrainOptions& options) const {
+  const int k = static_cast<int>(models_.size());
+  if (source < 0 || target < 0 || source >= k || target >= k || source == target) {
+    return Status::InvalidArgument("link serving: no link " + std::to_string(source) + " -> " + std::to_string(target));
+  }
+  if (replacement.spec().Hash() != link(source, target).spec().Hash()) {
+    return Status::InvalidArgument("link serving: the replacement for " + models_[source].name + " -> " +
+                                   models_[target].name + " has another spec");
+  }
+  std::unique_ptr<LinkServing> s(new LinkServing());
+  s->models_ = models_;
+  s->loss_ = loss_;
+  for (int j = 0; j < k; ++j) {
+    if (j != target) {
+      // Same links, same weights: a copy through serialisation.
+      MLINK_ASSIGN_OR_RETURN(auto copy, link::Ensemble::Deserialize(ensembles_[j]->Serialize()));
+      s->ensembles_.push_back(std::move(copy));
+      continue;
+    }
+    std::vector<std::unique_ptr<link::Link>> links;
+    std::vector<link::Column> inputs;
+    const auto src = Sources(k, j);
+    for (std::size_t n = 0; n < src.size(); ++n) {
+      const bool swap = src[n] == source;
+      links.push_back(swap ? replacement.Clone() : ensembles_[j]->link(n).Clone());
+      if (swap && !s->loss_.empty()) s->loss_[j][n] = nullptr;  // trained on the old link's features
       inputs.push_back(outputs[src[n]]);
     }
     MLINK_ASSIGN_OR_RETURN(auto ens, link::Ensemble::Create(std::move(links)));
@@ -187,7 +230,7 @@ Result<LinkServing::Scores> LinkServing::Score(const std::vector<bool>& active, 
       double sum = 0;
       int n_active = 0;
       for (std::size_t n = 0; n < src.size(); ++n) {
-        if (!active[src[n]]) continue;
+        if (!active[src[n]] || !loss_[j][n]) continue;
         MLINK_ASSIGN_OR_RETURN(auto l, loss_[j][n]->Predict(ensembles_[j]->link(n), OneRow(models_[src[n]], outputs[src[n]])));
         sum += l.empty() ? 0.0 : l[0];
         ++n_active;

@@ -18,6 +18,7 @@
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/sqlite.h"
 #include "mlink/edge/learner.h"
+#include "mlink/edge/link_serving.h"
 #include "mlink/edge/sample_store.h"
 #include "mlink/edge/sampler.h"
 #include "mlink/link/loss_prediction.h"
@@ -244,6 +245,43 @@ TEST(LossPredictionTest, RanksNoisyRowsAboveCleanOnes) {
     concordant += ((*actual)[i] > (*actual)[i + 1]) == ((*pred)[i] > (*pred)[i + 1]);
   }
   EXPECT_GT(static_cast<double>(concordant) / pairs, 0.7);
+}
+
+// Swapping in another link (a global one that validates better) changes exactly that link.
+TEST(LinkServingTest, ReplaceLinkSwapsOneLinkAndKeepsTheRest) {
+  std::vector<ModelInfo> models = {VecModel("a", 2, link::TaskKind::kRegression), VecModel("b", 1, link::TaskKind::kRegression),
+                                   VecModel("c", 1, link::TaskKind::kRegression)};
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> a, b, c;
+  for (int i = 0; i < 200; ++i) {
+    const float x = u(rng), y = u(rng);
+    a.insert(a.end(), {x, y});
+    b.push_back(x + y);
+    c.push_back(x - y);
+  }
+  std::vector<link::Column> cols = {link::Column::Vectors(2, a), link::Column::Vectors(1, b), link::Column::Vectors(1, c)};
+  link::TrainOptions t;
+  t.epochs = 20;
+  auto serving = LinkServing::Train(models, cols, t);
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  auto other = link::Link::Create((*serving)->link(0, 1).spec(), 99);
+  ASSERT_TRUE(other.ok());
+  auto swapped = (*serving)->ReplaceLink(0, 1, **other, cols, t);
+  ASSERT_TRUE(swapped.ok()) << swapped.status();
+  EXPECT_EQ((*swapped)->link(0, 1).GetParams().data, (*other)->GetParams().data);
+  EXPECT_EQ((*swapped)->link(2, 1).GetParams().data, (*serving)->link(2, 1).GetParams().data);
+  EXPECT_EQ((*swapped)->link(0, 2).GetParams().data, (*serving)->link(0, 2).GetParams().data);
+  std::vector<bool> active = {true, false, false};
+  std::vector<ModelOutput> in = {Vec({0.3f, 0.4f}), ModelOutput(), ModelOutput()};
+  auto p_old = (*serving)->Predict(active, in);
+  auto p_new = (*swapped)->Predict(active, in);
+  ASSERT_TRUE(p_old.ok() && p_new.ok());
+  EXPECT_EQ((*p_old)[2].vec, (*p_new)[2].vec);   // c's ensemble untouched
+  EXPECT_NE((*p_old)[1].vec, (*p_new)[1].vec);   // b now comes from the swapped link
+  auto wrong = link::Link::Create((*serving)->link(1, 2).spec(), 1);
+  EXPECT_FALSE((*serving)->ReplaceLink(0, 1, **wrong, cols, t).ok());
+  EXPECT_FALSE((*serving)->ReplaceLink(1, 1, **other, cols, t).ok());
 }
 
 // --- a site's learner against a real aggregator --------------------------------------------

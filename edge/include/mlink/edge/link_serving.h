@@ -27,6 +27,15 @@ class LinkServing {
   // re-trains every ensemble's weights. This object is untouched; serving swaps in the result.
   Result<std::unique_ptr<LinkServing>> Retrain(const std::vector<link::Column>& outputs,
                                                const link::TrainOptions& options, bool loss_prediction) const;
+  // A copy serving `link` for source -> target instead of the current one (e.g. the global link
+  // when it validates better on local samples); target's ensemble weights are re-trained on the
+  // aligned outputs. Other ensembles are shared copies.
+  Result<std::unique_ptr<LinkServing>> ReplaceLink(int source, int target, const link::Link& link,
+                                                   const std::vector<link::Column>& outputs,
+                                                   const link::TrainOptions& options) const;
+  // The link source -> target currently served.
+  const link::Link& link(int source, int target) const;
+
   // Saves every ensemble into `dir` (created); Load checks the models still match.
   Status Save(const std::string& dir) const;
   static Result<std::unique_ptr<LinkServing>> Load(const std::string& dir, const std::vector<ModelInfo>& models);
@@ -62,7 +71,7 @@ class LinkServing {
   // ensembles_[j] has sources {i != j} in increasing order of i.
   std::vector<std::unique_ptr<link::Ensemble>> ensembles_;
   // loss_[j][s]: loss predictor of ensemble j's s-th link (empty unless trained with them).
-  std::vector<std::vector<std::unique_ptr<link::LossPredictor>>> loss_;
+  std::vector<std::vector<std::shared_ptr<const link::LossPredictor>>> loss_;
 };
 
 }  // namespace mlink::edge

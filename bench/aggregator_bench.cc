@@ -1,15 +1,17 @@
 // Aggregator rounds on loopback over real mutual TLS: K edges (10, 100, 1000) each upload a
 // delta of d parameters (1k, 10k, 100k, 1M); reported per case: round latency (first upload
-// sent -> every edge holds the next global link), updates per second, the aggregator's resident
-// memory growth against K*d*4 bytes (what keeping every update would cost), and the aggregation
-// throughput (delta bytes per second end to end) against a plain memory-bandwidth loop over the
-// same bytes measured in this run. Then 10,000 idle edges from a second process are held while a
-// 10-edge round still completes. One JSON line per case.
-//   bench_aggregator [max_K] [max_d] [idle_edges]
+// sent -> every edge holds the next global link), updates per second, the peak growth of resident
+// memory during the round (aggregator and in-process edges together) against K*d*4 bytes (what
+// keeping every update would cost), and the aggregation throughput (delta bytes per second end to
+// end) against a plain memory-bandwidth loop over the same bytes measured in this run. Then 10,000 idle edges from a second process are held while a
+// 10-edge round still completes. One JSON line per case. The aggregator's read budget (received
+// updates not yet folded) is read_budget_mib (default: the aggregator's default, 64 MiB).
+//   bench_aggregator [max_K] [max_d] [idle_edges] [read_budget_mib]
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -31,6 +33,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::string g_certs;
+std::size_t g_read_budget = cloud::CloudOptions().read_budget_bytes;
 
 double Secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
@@ -78,6 +81,7 @@ cloud::CloudOptions Options(const std::string& data, const link::LinkSpec& spec,
   o.key_file = g_certs + "/cloud.key";
   o.data_dir = data;
   o.idle_timeout_s = 600;
+  o.read_budget_bytes = g_read_budget;
   cloud::LinkOptions l;
   l.id = "bench";
   l.spec = spec;
@@ -140,11 +144,21 @@ void Round(int k, long d) {
   u.delta.clear();
   u.delta.shrink_to_fit();
   long rss0 = RssKiB();
+  std::atomic<long> rss1{rss0};  // the peak, sampled while the round runs
+  std::atomic<bool> sampling{true};
+  std::thread sampler([&] {
+    while (sampling.load()) {
+      rss1 = std::max(rss1.load(), RssKiB());
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
   auto t0 = Clock::now();
   for (auto& c : clients) (void)c->SendFrame(frame);
   bool ok = globals.WaitFor(2 * k, 600);
   double latency = Secs(t0);
-  long rss1 = RssKiB();
+  sampling = false;
+  sampler.join();
+  rss1 = std::max(rss1.load(), RssKiB());
 
   // Baseline: a plain read-and-sum over the same bytes (K deltas of n floats) in memory.
   std::vector<float> buf(n, 0.001f);
@@ -156,9 +170,10 @@ void Round(int k, long d) {
   double loop_s = Secs(t1);
   double bytes = static_cast<double>(k) * n * sizeof(float);
   std::printf("{\"bench\":\"aggregator_round\",\"edges\":%d,\"params\":%zu,\"ok\":%s,\"round_latency_s\":%.3f,"
-              "\"updates_per_s\":%.1f,\"rss_growth_mib\":%.1f,\"all_updates_mib\":%.1f,"
+              "\"updates_per_s\":%.1f,\"rss_growth_mib\":%.1f,\"all_updates_mib\":%.1f,\"read_budget_mib\":%.0f,"
               "\"ours_throughput_mib_s\":%.1f,\"memory_loop_mib_s\":%.1f,\"ratio_vs_memory_loop\":%.4f}\n",
-              k, n, ok ? "true" : "false", latency, k / latency, (rss1 - rss0) / 1024.0, bytes / (1 << 20),
+              k, n, ok ? "true" : "false", latency, k / latency, (rss1.load() - rss0) / 1024.0, bytes / (1 << 20),
+              static_cast<double>(g_read_budget) / (1 << 20),
               bytes / (1 << 20) / latency, bytes / (1 << 20) / loop_s, loop_s / latency);
   std::fflush(stdout);
   clients.clear();
@@ -238,6 +253,7 @@ int main(int argc, char** argv) {
   const int max_k = argc > 1 ? std::atoi(argv[1]) : 1000;
   const long max_d = argc > 2 ? std::atol(argv[2]) : 1000000;
   const int idle = argc > 3 ? std::atoi(argv[3]) : 10000;
+  if (argc > 4) g_read_budget = static_cast<std::size_t>(std::atol(argv[4])) << 20;
   rlimit rl{};
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;

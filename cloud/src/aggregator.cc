@@ -494,10 +494,14 @@ struct Aggregator::Impl : public protocol::ServerHandler {
       l.params = std::move(stored.params);
       l.sum.assign(l.params.size(), 0.0);
       OpenRound(l);
-      MLINK_ASSIGN_OR_RETURN(auto pending, store->LoadUpdates(lo.id, l.round));
-      for (const auto& u : pending) Fold(l, u.edge, u.samples, u.delta);
+      std::size_t recovered = 0;
+      MLINK_RETURN_IF_ERROR(store->ForEachUpdate(lo.id, l.round, [&](Store::StoredUpdate u) {
+        Fold(l, u.edge, u.samples, u.delta);
+        ++recovered;
+        return Status::Ok();
+      }));
       MLOG_INFO("cloud", "link ready").Kv("link", lo.id).Kv("arch", lo.spec.ArchName()).Kv("spec_hash", l.spec_hash_hex)
-          .Kv("params", l.params.size()).Kv("round", l.round).Kv("recovered_updates", pending.size());
+          .Kv("params", l.params.size()).Kv("round", l.round).Kv("recovered_updates", recovered);
       {
         std::lock_guard<std::mutex> lock(stats_mu);
         round_now[lo.id] = l.round;

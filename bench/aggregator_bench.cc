@@ -1,15 +1,18 @@
 // Aggregator rounds on loopback over real mutual TLS: K edges (10, 100, 1000) each upload a
 // delta of d parameters (1k, 10k, 100k, 1M); reported per case: round latency (first upload
-// sent -> every edge holds the next global link), updates per second, the aggregator's resident
-// memory growth against K*d*4 bytes (what keeping every update would cost), and the aggregation
-// throughput (delta bytes per second end to end) against a plain memory-bandwidth loop over the
-// same bytes measured in this run. Then 10,000 idle edges from a second process are held while a
-// 10-edge round still completes. One JSON line per case.
-//   bench_aggregator [max_K] [max_d] [idle_edges]
+// sent -> every edge holds the next global link), updates per second, the aggregator's peak growth
+// of resident memory during the round (rss_growth_mib; the edges run in a child process, whose own
+// growth is edges_rss_growth_mib) against K*d*4 bytes (what keeping every update would cost), and
+// the aggregation throughput (delta bytes per second end to end) against a plain memory-bandwidth
+// loop over the same bytes measured in this run. Then 10,000 idle edges from a second process are held while a
+// 10-edge round still completes. One JSON line per case. The aggregator's read budget (received
+// updates not yet folded) is read_budget_mib (default: the aggregator's default, 64 MiB).
+//   bench_aggregator [max_K] [max_d] [idle_edges] [read_budget_mib]
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -31,6 +34,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::string g_certs;
+std::size_t g_read_budget = cloud::CloudOptions().read_budget_bytes;
 
 double Secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
@@ -78,6 +82,7 @@ cloud::CloudOptions Options(const std::string& data, const link::LinkSpec& spec,
   o.key_file = g_certs + "/cloud.key";
   o.data_dir = data;
   o.idle_timeout_s = 600;
+  o.read_budget_bytes = g_read_budget;
   cloud::LinkOptions l;
   l.id = "bench";
   l.spec = spec;
@@ -98,30 +103,63 @@ protocol::ClientOptions ClientFor(uint16_t port, const std::string& name, std::s
   return o;
 }
 
-// One round with k edges and a d-parameter link.
-void Round(int k, long d) {
-  std::string data = "/tmp/mlink-bench-agg-" + std::to_string(::getpid());
-  std::filesystem::remove_all(data);
-  link::LinkSpec spec = SpecFor(d);
-  auto agg = cloud::Aggregator::Start(Options(data, spec, k));
-  if (!agg.ok()) {
-    std::fprintf(stderr, "%s\n", agg.status().ToString().c_str());
-    std::exit(1);
+// Peak growth of this process's resident memory from construction to Stop, sampled every 5 ms.
+class PeakRss {
+ public:
+  PeakRss() : base_(RssKiB()), peak_(base_), thread_([this] {
+    while (!stop_.load()) {
+      peak_ = std::max(peak_.load(), RssKiB());
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }) {}
+  double StopMiB() {
+    stop_ = true;
+    thread_.join();
+    peak_ = std::max(peak_.load(), RssKiB());
+    return (peak_.load() - base_) / 1024.0;
   }
-  const std::size_t n = (*agg)->GetLink("bench")->params.size();
+
+ private:
+  long base_;
+  std::atomic<long> peak_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+template <typename T>
+void Put(int fd, const T& v) {
+  if (write(fd, &v, sizeof(v)) != static_cast<ssize_t>(sizeof(v))) _exit(1);
+}
+template <typename T>
+T Get(int fd) {
+  T v{};
+  if (read(fd, &v, sizeof(v)) != static_cast<ssize_t>(sizeof(v))) std::exit(1);
+  return v;
+}
+
+struct EdgesResult {
+  int ok = 0;
+  double latency_s = 0;
+  double rss_growth_mib = 0;
+};
+
+// The child process of a round: k edges that join, wait for "go", upload one delta each and wait
+// for every next global link. Reports through `out`.
+void RunEdges(int in, int out, int k, const link::LinkSpec& spec) {
+  const auto port = Get<uint16_t>(in);
+  const auto n = Get<std::size_t>(in);
   auto ctx = protocol::ClientContext::Create(1);
-  Counter globals, acks;
+  Counter globals;
   std::vector<std::unique_ptr<protocol::Client>> clients;
   for (int i = 0; i < k; ++i) {
-    auto c = protocol::Client::Connect(ClientFor((*agg)->port(), "e" + std::to_string(i), ctx),
+    auto c = protocol::Client::Connect(ClientFor(port, "e" + std::to_string(i), ctx),
                                        [&](protocol::Message m) {
                                          if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add();
-                                         if (std::holds_alternative<protocol::Ack>(m)) acks.Add();
                                        },
                                        nullptr);
     if (!c.ok()) {
       std::fprintf(stderr, "edge %d: %s\n", i, c.status().ToString().c_str());
-      std::exit(1);
+      _exit(1);
     }
     protocol::Hello h;
     h.protocol_version = protocol::kProtocolVersion;
@@ -139,12 +177,55 @@ void Round(int k, long d) {
   auto frame = protocol::MakeFrame(u);  // one encoded buffer shared by every edge
   u.delta.clear();
   u.delta.shrink_to_fit();
-  long rss0 = RssKiB();
+  Put(out, char{'r'});
+  (void)Get<char>(in);
+  PeakRss peak;
   auto t0 = Clock::now();
   for (auto& c : clients) (void)c->SendFrame(frame);
-  bool ok = globals.WaitFor(2 * k, 600);
-  double latency = Secs(t0);
-  long rss1 = RssKiB();
+  EdgesResult r;
+  r.ok = globals.WaitFor(2 * k, 600) ? 1 : 0;
+  r.latency_s = Secs(t0);
+  r.rss_growth_mib = peak.StopMiB();
+  Put(out, r);
+  clients.clear();
+  ctx.reset();
+}
+
+// One round with k edges and a d-parameter link. The edges run in a child process, so this
+// process's memory is the aggregator's alone.
+void Round(int k, long d) {
+  link::LinkSpec spec = SpecFor(d);
+  int down[2], up[2];
+  if (pipe(down) != 0 || pipe(up) != 0) std::exit(1);
+  std::fflush(stdout);
+  pid_t child = fork();
+  if (child == 0) {
+    close(down[1]);
+    close(up[0]);
+    RunEdges(down[0], up[1], k, spec);
+    _exit(0);
+  }
+  close(down[0]);
+  close(up[1]);
+  std::string data = "/tmp/mlink-bench-agg-" + std::to_string(::getpid());
+  std::filesystem::remove_all(data);
+  auto agg = cloud::Aggregator::Start(Options(data, spec, k));
+  if (!agg.ok()) {
+    std::fprintf(stderr, "%s\n", agg.status().ToString().c_str());
+    kill(child, SIGKILL);
+    std::exit(1);
+  }
+  const std::size_t n = (*agg)->GetLink("bench")->params.size();
+  Put(down[1], (*agg)->port());
+  Put(down[1], n);
+  (void)Get<char>(up[0]);  // every edge joined
+  PeakRss peak;
+  Put(down[1], char{'g'});
+  const auto r = Get<EdgesResult>(up[0]);
+  const double agg_growth = peak.StopMiB();
+  waitpid(child, nullptr, 0);
+  close(down[1]);
+  close(up[0]);
 
   // Baseline: a plain read-and-sum over the same bytes (K deltas of n floats) in memory.
   std::vector<float> buf(n, 0.001f);
@@ -155,14 +236,15 @@ void Round(int k, long d) {
   }
   double loop_s = Secs(t1);
   double bytes = static_cast<double>(k) * n * sizeof(float);
+  const double latency = r.latency_s;
   std::printf("{\"bench\":\"aggregator_round\",\"edges\":%d,\"params\":%zu,\"ok\":%s,\"round_latency_s\":%.3f,"
-              "\"updates_per_s\":%.1f,\"rss_growth_mib\":%.1f,\"all_updates_mib\":%.1f,"
-              "\"ours_throughput_mib_s\":%.1f,\"memory_loop_mib_s\":%.1f,\"ratio_vs_memory_loop\":%.4f}\n",
-              k, n, ok ? "true" : "false", latency, k / latency, (rss1 - rss0) / 1024.0, bytes / (1 << 20),
-              bytes / (1 << 20) / latency, bytes / (1 << 20) / loop_s, loop_s / latency);
+              "\"updates_per_s\":%.1f,\"rss_growth_mib\":%.1f,\"edges_rss_growth_mib\":%.1f,\"all_updates_mib\":%.1f,"
+              "\"read_budget_mib\":%.0f,\"ours_throughput_mib_s\":%.1f,\"memory_loop_mib_s\":%.1f,"
+              "\"ratio_vs_memory_loop\":%.4f}\n",
+              k, n, r.ok ? "true" : "false", latency, k / latency, agg_growth, r.rss_growth_mib, bytes / (1 << 20),
+              static_cast<double>(g_read_budget) / (1 << 20), bytes / (1 << 20) / latency, bytes / (1 << 20) / loop_s,
+              loop_s / latency);
   std::fflush(stdout);
-  clients.clear();
-  ctx.reset();
   (*agg)->Stop();
   std::filesystem::remove_all(data);
 }
@@ -238,6 +320,7 @@ int main(int argc, char** argv) {
   const int max_k = argc > 1 ? std::atoi(argv[1]) : 1000;
   const long max_d = argc > 2 ? std::atol(argv[2]) : 1000000;
   const int idle = argc > 3 ? std::atoi(argv[3]) : 10000;
+  if (argc > 4) g_read_budget = static_cast<std::size_t>(std::atol(argv[4])) << 20;
   rlimit rl{};
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;

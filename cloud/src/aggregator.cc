@@ -109,9 +109,22 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     std::set<std::string> links;
   };
 
+  // A received message with its read-budget charge, released once the message is processed
+  // (an update: committed and folded), so the transport reads more.
+  struct Inbound {
+    std::shared_ptr<Peer> peer;
+    Message message;
+    protocol::ReadLease lease;
+  };
+  struct PendingUpdate {
+    std::shared_ptr<Peer> peer;
+    protocol::Update update;
+    protocol::ReadLease lease;
+  };
+
   CloudOptions options;
   std::mutex inbox_mu;
-  std::vector<std::pair<std::shared_ptr<Peer>, Message>> inbox;  // GUARDED_BY(inbox_mu)
+  std::vector<Inbound> inbox;                      // GUARDED_BY(inbox_mu)
   std::unique_ptr<Store> store;                    // worker thread only
   std::map<std::string, LinkState> links;          // worker thread only
   std::unique_ptr<protocol::Server> server;
@@ -137,12 +150,12 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   }
   // Every message joins one FIFO inbox; the worker drains it in order, committing each run of
   // consecutive updates in one transaction (group commit) before acknowledging them.
-  void OnMessage(const std::shared_ptr<Peer>& peer, Message m) override {
+  void OnMessage(const std::shared_ptr<Peer>& peer, Message m, protocol::ReadLease lease) override {
     bool first = false;
     {
       std::lock_guard<std::mutex> lock(inbox_mu);
       first = inbox.empty();
-      inbox.emplace_back(peer, std::move(m));
+      inbox.push_back({peer, std::move(m), std::move(lease)});
     }
     if (first) worker.Post([this] { Drain(); });
   }
@@ -181,9 +194,9 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   // ---------------------------------------------------------------- worker thread
   void Drain() {
     // At most kMaxBatch messages per transaction, so a burst of large updates is folded and
-    // released as it goes instead of being held all at once.
+    // released as it goes; the transport's read budget bounds the bytes queued behind them.
     constexpr std::size_t kMaxBatch = 64;
-    std::vector<std::pair<std::shared_ptr<Peer>, Message>> batch;
+    std::vector<Inbound> batch;
     bool more = false;
     {
       std::lock_guard<std::mutex> lock(inbox_mu);
@@ -196,16 +209,17 @@ struct Aggregator::Impl : public protocol::ServerHandler {
       }
     }
     if (more) worker.Post([this] { Drain(); });
-    std::vector<std::pair<std::shared_ptr<Peer>, protocol::Update>> updates;
+    std::vector<PendingUpdate> updates;
     auto flush = [&] {
-      if (!updates.empty()) HandleUpdates(updates);
+      if (!updates.empty()) HandleUpdates(&updates);
       updates.clear();
     };
-    for (auto& [peer, m] : batch) {
+    for (auto& [peer, m, lease] : batch) {
       if (auto* u = std::get_if<protocol::Update>(&m)) {
-        updates.emplace_back(peer, std::move(*u));
+        updates.push_back({peer, std::move(*u), std::move(lease)});
         continue;
       }
+      lease.Release();  // Hello and unexpected messages are small and handled right here
       flush();
       if (auto* hello = std::get_if<protocol::Hello>(&m)) {
         HandleHello(peer, *hello);
@@ -328,17 +342,27 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     return &l;
   }
 
-  void HandleUpdates(const std::vector<std::pair<std::shared_ptr<Peer>, protocol::Update>>& batch) {
+  // Validates, commits (one transaction) and folds a run of updates, acknowledging each only
+  // after the commit. Each delta is moved, never copied, and freed with its read-budget charge as
+  // soon as it is folded (or refused).
+  void HandleUpdates(std::vector<PendingUpdate>* batch) {
     struct Accepted {
-      const std::shared_ptr<Peer>* peer;
+      PendingUpdate* pending;
       const protocol::Update* update;
       LinkState* link;
       Store::StoredUpdate stored;
     };
     std::vector<Accepted> ok;
     std::set<std::string> keys;
-    for (const auto& [peer, u] : batch) {
-      if (LinkState* l = Validate(peer, u, &keys)) ok.push_back({&peer, &u, l, {peer->identity(), u.samples, u.loss, u.metric, u.delta}});
+    for (auto& p : *batch) {
+      LinkState* l = Validate(p.peer, p.update, &keys);
+      if (!l) {
+        p.update.delta = {};
+        p.lease.Release();
+        continue;
+      }
+      const protocol::Update& u = p.update;
+      ok.push_back({&p, &u, l, {p.peer->identity(), u.samples, u.loss, u.metric, std::move(p.update.delta)}});
     }
     if (ok.empty()) return;
     std::vector<Store::PendingRow> rows;
@@ -347,14 +371,17 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     if (!st.ok()) {
       MLOG_ERROR("cloud", "cannot store updates").Kv("count", rows.size()).Kv("error", st.message());
       for (const auto& a : ok) {
-        Refuse(*a.peer, a.update->link_id, a.update->base_round, RejectReason::kInternal, "aggregator storage failed; retry later");
+        Refuse(a.pending->peer, a.update->link_id, a.update->base_round, RejectReason::kInternal,
+               "aggregator storage failed; retry later");
       }
       return;
     }
     std::set<std::string> touched;
-    for (const auto& a : ok) {
+    for (auto& a : ok) {
       LinkState& l = *a.link;
-      Fold(l, a.stored.edge, a.update->samples, a.update->delta);
+      Fold(l, a.stored.edge, a.update->samples, a.stored.delta);
+      a.stored.delta = {};
+      a.pending->lease.Release();
       touched.insert(a.update->link_id);
       {
         std::lock_guard<std::mutex> lock(stats_mu);
@@ -364,7 +391,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
       ack.link_id = a.update->link_id;
       ack.round = l.round;
       ack.received = static_cast<uint32_t>(l.contributors.size());
-      (*a.peer)->Send(ack);
+      a.pending->peer->Send(ack);
       MLOG_DEBUG("cloud", "update accepted")
           .Kv("edge", a.stored.edge).Kv("link", a.update->link_id).Kv("round", l.round)
           .Kv("received", l.contributors.size()).Kv("loss", a.update->loss);
@@ -467,10 +494,14 @@ struct Aggregator::Impl : public protocol::ServerHandler {
       l.params = std::move(stored.params);
       l.sum.assign(l.params.size(), 0.0);
       OpenRound(l);
-      MLINK_ASSIGN_OR_RETURN(auto pending, store->LoadUpdates(lo.id, l.round));
-      for (const auto& u : pending) Fold(l, u.edge, u.samples, u.delta);
+      std::size_t recovered = 0;
+      MLINK_RETURN_IF_ERROR(store->ForEachUpdate(lo.id, l.round, [&](Store::StoredUpdate u) {
+        Fold(l, u.edge, u.samples, u.delta);
+        ++recovered;
+        return Status::Ok();
+      }));
       MLOG_INFO("cloud", "link ready").Kv("link", lo.id).Kv("arch", lo.spec.ArchName()).Kv("spec_hash", l.spec_hash_hex)
-          .Kv("params", l.params.size()).Kv("round", l.round).Kv("recovered_updates", pending.size());
+          .Kv("params", l.params.size()).Kv("round", l.round).Kv("recovered_updates", recovered);
       {
         std::lock_guard<std::mutex> lock(stats_mu);
         round_now[lo.id] = l.round;
@@ -502,6 +533,16 @@ struct Aggregator::Impl : public protocol::ServerHandler {
        << "mlink_bytes_in_total " << (server ? server->bytes_in() : 0) << "\n";
     os << "# HELP mlink_bytes_out_total Bytes sent in federation messages.\n# TYPE mlink_bytes_out_total counter\n"
        << "mlink_bytes_out_total " << (server ? server->bytes_out() : 0) << "\n";
+    os << "# HELP mlink_read_budget_held_bytes Received messages not yet processed (bounded by the read budget).\n"
+       << "# TYPE mlink_read_budget_held_bytes gauge\n"
+       << "mlink_read_budget_held_bytes " << (server ? server->read_budget_held() : 0) << "\n";
+    os << "# HELP mlink_read_budget_bytes The read budget.\n# TYPE mlink_read_budget_bytes gauge\n"
+       << "mlink_read_budget_bytes " << options.read_budget_bytes << "\n";
+    os << "# HELP mlink_reads_paused Connections whose reads wait for read budget now.\n# TYPE mlink_reads_paused gauge\n"
+       << "mlink_reads_paused " << (server ? server->reads_paused() : 0) << "\n";
+    os << "# HELP mlink_read_pauses_total Times a connection's reads paused for read budget.\n"
+       << "# TYPE mlink_read_pauses_total counter\n"
+       << "mlink_read_pauses_total " << (server ? server->read_pauses_total() : 0) << "\n";
     return os.str();
   }
 };
@@ -528,6 +569,7 @@ Result<std::unique_ptr<Aggregator>> Aggregator::Start(const CloudOptions& option
   so.handshake_timeout_s = options.handshake_timeout_s;
   so.idle_timeout_s = options.idle_timeout_s;
   so.io_threads = options.io_threads;
+  so.read_budget_bytes = options.read_budget_bytes;
   MLINK_ASSIGN_OR_RETURN(impl->server, protocol::Server::Start(so, p));
   if (options.http_port > 0) {
     auto route = [p](const std::string& target, std::string* type, std::string* body) {

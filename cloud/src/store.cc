@@ -67,23 +67,21 @@ Result<Store::LinkState> Store::LoadOrInitLink(const std::string& id, const std:
   return LinkState{0, init};
 }
 
-Result<std::vector<Store::StoredUpdate>> Store::LoadUpdates(const std::string& link, uint64_t round) {
+Status Store::ForEachUpdate(const std::string& link, uint64_t round, const std::function<Status(StoredUpdate)>& fn) {
   MLINK_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT edge, samples, loss, metric, delta FROM updates "
                                               "WHERE link = ? AND round = ? ORDER BY received_at, edge"));
   q.Bind(1, link).Bind(2, static_cast<int64_t>(round));
-  std::vector<StoredUpdate> out;
   while (true) {
     MLINK_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) break;
+    if (!row) return Status::Ok();
     StoredUpdate u;
     u.edge = q.ColumnText(0);
     u.samples = static_cast<uint64_t>(q.ColumnInt(1));
     u.loss = q.ColumnDouble(2);
     u.metric = q.ColumnDouble(3);
     u.delta = Floats(q.ColumnBlob(4));
-    out.push_back(std::move(u));
+    MLINK_RETURN_IF_ERROR(fn(std::move(u)));
   }
-  return out;
 }
 
 Status Store::InsertUpdate(const std::string& link, uint64_t round, const StoredUpdate& u) {

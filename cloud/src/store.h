@@ -4,6 +4,7 @@
 // the open round with all its acknowledged updates, or the next round.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,7 +34,9 @@ class Store {
     double loss = 0, metric = 0;
     std::vector<float> delta;
   };
-  Result<std::vector<StoredUpdate>> LoadUpdates(const std::string& link, uint64_t round);
+  // Calls `fn` with each stored update of (link, round) in arrival order, one row in memory at a
+  // time (recovery folds them without holding all K deltas); stops at the first error.
+  Status ForEachUpdate(const std::string& link, uint64_t round, const std::function<Status(StoredUpdate)>& fn);
   // kAlreadyExists if (link, round, edge) is stored already.
   Status InsertUpdate(const std::string& link, uint64_t round, const StoredUpdate& update);
   // Group commit: all rows in one transaction (one fsync), all or none.

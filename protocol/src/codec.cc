@@ -371,6 +371,24 @@ Status VerifyChecksum(const char* what, const std::vector<float>& values, uint64
                                  Hex64(carried) + " but the values hash to " + Hex64(actual));
 }
 
+// Magic, version and type of a header (kHeaderBytes at `data`).
+Result<MessageType> CheckHeader(const uint8_t* data) {
+  if (std::memcmp(data, kMagic, sizeof(kMagic)) != 0) {
+    return Status::InvalidArgument("bad magic: the frame does not start with \"MLNK\"");
+  }
+  const uint64_t version = GetLe(data + 4, 2);
+  if (version != kProtocolVersion) {
+    return Status::FailedPrecondition("protocol version mismatch: the frame has version " +
+                                      std::to_string(version) + ", this peer speaks version " +
+                                      std::to_string(kProtocolVersion));
+  }
+  const uint64_t raw_type = GetLe(data + 6, 2);
+  if (!IsKnownType(raw_type)) {
+    return Status::InvalidArgument("unknown message type " + std::to_string(raw_type));
+  }
+  return static_cast<MessageType>(raw_type);
+}
+
 }  // namespace
 
 std::vector<uint8_t> Encode(const Message& message) {
@@ -394,6 +412,20 @@ std::vector<uint8_t> Encode(const Message& message) {
   return out;
 }
 
+Result<std::size_t> AnnouncedFrameSize(const uint8_t* data, std::size_t size, const Limits& limits) {
+  if (size < kHeaderBytes || data == nullptr) {
+    return Status::InvalidArgument("truncated frame: " + std::to_string(size) +
+                                   " bytes, the header alone needs " + std::to_string(kHeaderBytes));
+  }
+  MLINK_ASSIGN_OR_RETURN(const MessageType type, CheckHeader(data));
+  const std::size_t frame = kHeaderBytes + static_cast<std::size_t>(GetLe(data + 8, 4));
+  if (frame > limits.max_message_bytes) {
+    return Status::OutOfRange(std::string(MessageTypeName(type)) + " frame announces " + std::to_string(frame) +
+                              " bytes, limit " + std::to_string(limits.max_message_bytes));
+  }
+  return frame;
+}
+
 Result<Message> Decode(const uint8_t* data, std::size_t size, const Limits& limits) {
   if (size > limits.max_message_bytes) {
     return Status::OutOfRange("frame has " + std::to_string(size) + " bytes, limit " +
@@ -404,20 +436,7 @@ Result<Message> Decode(const uint8_t* data, std::size_t size, const Limits& limi
                                    " bytes, the header alone needs " +
                                    std::to_string(kHeaderBytes));
   }
-  if (std::memcmp(data, kMagic, sizeof(kMagic)) != 0) {
-    return Status::InvalidArgument("bad magic: the frame does not start with \"MLNK\"");
-  }
-  const uint64_t version = GetLe(data + 4, 2);
-  if (version != kProtocolVersion) {
-    return Status::FailedPrecondition("protocol version mismatch: the frame has version " +
-                                      std::to_string(version) + ", this peer speaks version " +
-                                      std::to_string(kProtocolVersion));
-  }
-  const uint64_t raw_type = GetLe(data + 6, 2);
-  if (!IsKnownType(raw_type)) {
-    return Status::InvalidArgument("unknown message type " + std::to_string(raw_type));
-  }
-  const auto type = static_cast<MessageType>(raw_type);
+  MLINK_ASSIGN_OR_RETURN(const MessageType type, CheckHeader(data));
   const std::string type_name = MessageTypeName(type);
   const uint64_t body_len = GetLe(data + 8, 4);
   const std::size_t carried = size - kHeaderBytes;

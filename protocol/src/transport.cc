@@ -5,8 +5,10 @@
 #include <openssl/x509.h>
 
 #include <atomic>
+#include <cassert>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -16,10 +18,12 @@
 #include <chrono>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "mlink/common/log.h"
 
@@ -75,6 +79,99 @@ std::string PeerCommonName(SSL* ssl) {
 
 }  // namespace
 
+// ============================================================================== read budget
+
+class ReadBudget {
+ public:
+  explicit ReadBudget(std::size_t limit) : limit_(std::max<std::size_t>(limit, 1)) {}
+
+  // Charges `bytes` and returns true when they fit beside what is held (anything fits when
+  // nothing is held, so one message larger than the budget still passes, alone) and no earlier
+  // request waits. Otherwise queues the request and returns false; `on_grant` runs once the bytes
+  // have been charged for it, under this budget's lock, so it must do no more than post.
+  bool Acquire(std::size_t bytes, std::function<void()> on_grant) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_ || (waiting_.empty() && Fits(bytes))) {
+      held_ += bytes;
+      return true;
+    }
+    waiting_.push_back({bytes, std::move(on_grant)});
+    ++pauses_;
+    return false;
+  }
+
+  void Release(std::size_t bytes) {
+    std::vector<std::function<void()>> granted;  // destroyed after the lock is released
+    std::lock_guard<std::mutex> lock(mu_);
+    held_ -= bytes;
+    while (!closed_ && !waiting_.empty() && Fits(waiting_.front().bytes)) {
+      held_ += waiting_.front().bytes;
+      waiting_.front().on_grant();
+      granted.push_back(std::move(waiting_.front().on_grant));
+      waiting_.pop_front();
+    }
+  }
+
+  // Server shutdown: drops the waiting requests; from now on every request is granted at once.
+  void Close() {
+    std::deque<Waiter> dropped;  // destroyed after the lock is released
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    dropped.swap(waiting_);
+  }
+
+  static ReadLease Lease(std::shared_ptr<ReadBudget> budget, std::size_t bytes) {
+    return ReadLease(std::move(budget), bytes);
+  }
+
+  std::size_t held() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return held_;
+  }
+  std::size_t waiting() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return waiting_.size();
+  }
+  uint64_t pauses() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pauses_;
+  }
+
+ private:
+  struct Waiter {
+    std::size_t bytes;
+    std::function<void()> on_grant;
+  };
+  bool Fits(std::size_t bytes) const { return held_ == 0 || held_ + bytes <= limit_; }
+
+  const std::size_t limit_;
+  mutable std::mutex mu_;
+  std::size_t held_ = 0;         // GUARDED_BY(mu_)
+  std::deque<Waiter> waiting_;   // GUARDED_BY(mu_), in arrival order
+  uint64_t pauses_ = 0;          // GUARDED_BY(mu_)
+  bool closed_ = false;          // GUARDED_BY(mu_)
+};
+
+ReadLease::ReadLease(ReadLease&& other) noexcept
+    : budget_(std::move(other.budget_)), bytes_(std::exchange(other.bytes_, 0)) {}
+
+ReadLease& ReadLease::operator=(ReadLease&& other) noexcept {
+  if (this != &other) {
+    Release();
+    budget_ = std::move(other.budget_);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+ReadLease::~ReadLease() { Release(); }
+
+void ReadLease::Release() {
+  if (budget_ && bytes_ > 0) budget_->Release(bytes_);
+  budget_.reset();
+  bytes_ = 0;
+}
+
 // =================================================================================== server
 
 struct Server::Impl {
@@ -88,6 +185,7 @@ struct Server::Impl {
   std::atomic<uint64_t> bytes_in{0}, bytes_out{0};
   std::atomic<std::size_t> conns{0};
   std::atomic<bool> stopped{false};
+  std::shared_ptr<ReadBudget> budget;
   std::mutex mu;
   std::unordered_map<uint64_t, std::weak_ptr<class ServerSession>> sessions;  // GUARDED_BY(mu)
 
@@ -97,7 +195,7 @@ struct Server::Impl {
 class ServerSession : public Peer, public std::enable_shared_from_this<ServerSession> {
  public:
   ServerSession(tcp::socket&& socket, Server::Impl* server)
-      : ws_(std::move(socket), server->ctx), server_(server), id_(server->next_id++) {
+      : ws_(std::move(socket), server->ctx), server_(server), id_(server->next_id++), pause_timer_(ws_.get_executor()) {
     beast::error_code ec;
     auto ep = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
     remote_ = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -134,6 +232,8 @@ class ServerSession : public Peer, public std::enable_shared_from_this<ServerSes
       beast::error_code ec;
       beast::get_lowest_layer(self->ws_).socket().shutdown(tcp::socket::shutdown_both, ec);
       beast::get_lowest_layer(self->ws_).close();
+      // A paused connection has no read that would fail and report the close.
+      if (self->paused_) self->Finish(why);
     });
   }
 
@@ -201,35 +301,123 @@ class ServerSession : public Peer, public std::enable_shared_from_this<ServerSes
     DoRead();
   }
 
+  // A message is read in two steps: a first read of at most kFirstReadBytes shows its header,
+  // hence its size; the whole message is then charged to the read budget (Charge) before the rest
+  // is read into a buffer of exactly that size. Strand only, like everything below.
+  static constexpr std::size_t kFirstReadBytes = 1536;
+
   void DoRead() {
-    ws_.async_read(buffer_, [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->OnRead(ec, n); });
+    const std::size_t want = charged_ > 0 ? charged_ : kFirstReadBytes;
+    // 0 would mean "no limit" to Beast; OnRead never asks for more once the buffer is full.
+    assert(want > buffer_.size());
+    ws_.async_read_some(buffer_, want - buffer_.size(),
+                        [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->OnRead(ec, n); });
   }
 
   void OnRead(beast::error_code ec, std::size_t n) {
     if (ec) {
+      DropMessage();
       if (ec == websocket::error::message_too_big) {
         server_->handler->OnBadFrame(shared_from_this(), RejectReason::kTooLarge, "message over the size limit");
       }
       return Finish(ec == websocket::error::closed ? "closed by peer" : ec.message());
     }
     server_->bytes_in += n;
-    if (!ws_.got_binary()) {
-      BadFrame(RejectReason::kMalformed, "text frame; federation messages are binary");
-    } else {
-      auto data = buffer_.data();
-      auto msg = Decode(static_cast<const uint8_t*>(data.data()), data.size(), server_->opts.limits);
-      if (!msg.ok()) {
-        BadFrame(ReasonFor(msg.status()), msg.status().message());
-      } else {
-        server_->handler->OnMessage(shared_from_this(), std::move(msg).value());
+    if (!ws_.got_binary()) return BadFrame(RejectReason::kMalformed, "text frame; federation messages are binary");
+    if (charged_ > 0) {  // reading the rest of a charged message
+      if (ws_.is_message_done()) return Deliver();
+      if (buffer_.size() >= charged_) {
+        return BadFrame(RejectReason::kMalformed, "the message is longer than its header announces");
       }
+      return DoRead();
     }
+    if (ws_.is_message_done()) return Charge(buffer_.size());  // a small message, read whole
+    if (buffer_.size() < kHeaderBytes) return DoRead();
+    auto data = buffer_.data();
+    auto size = AnnouncedFrameSize(static_cast<const uint8_t*>(data.data()), data.size(), server_->opts.limits);
+    if (!size.ok()) return BadFrame(ReasonFor(size.status()), size.status().message());
+    if (*size <= buffer_.size()) {
+      return BadFrame(RejectReason::kMalformed, "the message is longer than its header announces");
+    }
+    Charge(*size);
+  }
+
+  // Charges the message being read to the read budget, or pauses reads until it fits.
+  void Charge(std::size_t bytes) {
+    auto on_grant = [self = shared_from_this(), bytes] {
+      net::post(self->ws_.get_executor(), [self, bytes] { self->OnCharged(bytes); });
+    };
+    if (server_->budget->Acquire(bytes, std::move(on_grant))) {
+      charged_ = bytes;
+      return ContinueMessage();
+    }
+    paused_ = true;
+    SetIdleTimeout(false);  // our doing, not the peer's: no idle timeout while paused ...
+    PingWhilePaused();      // ... and pings keep the peer's own idle timer fed
+  }
+
+  void OnCharged(std::size_t bytes) {
+    paused_ = false;
+    pause_timer_.cancel();
+    charged_ = bytes;
+    if (finished_ || close_requested_) return DropMessage();
+    SetIdleTimeout(true);  // re-armed by the next read
+    ContinueMessage();
+  }
+
+  void ContinueMessage() {
+    if (ws_.is_message_done()) return Deliver();
+    buffer_.reserve(charged_);
+    DoRead();
+  }
+
+  void Deliver() {
+    auto data = buffer_.data();
+    auto msg = Decode(static_cast<const uint8_t*>(data.data()), data.size(), server_->opts.limits);
+    // The lease now covers the decoded message; the raw bytes go at once.
+    ReadLease lease = ReadBudget::Lease(server_->budget, std::exchange(charged_, 0));
+    ReleaseBuffer();
+    if (!msg.ok()) {
+      BadFrame(ReasonFor(msg.status()), msg.status().message());
+    } else {
+      server_->handler->OnMessage(shared_from_this(), std::move(msg).value(), std::move(lease));
+      if (!close_requested_) DoRead();
+    }
+  }
+
+  // Forgets the message being read (error or close) and returns its charge.
+  void DropMessage() {
+    if (charged_ > 0) server_->budget->Release(std::exchange(charged_, 0));
+    ReleaseBuffer();
+  }
+
+  void ReleaseBuffer() {
     buffer_.consume(buffer_.size());
-    if (buffer_.capacity() > (256u << 10)) buffer_.shrink_to_fit();  // idle peers hold no big buffers
-    if (!close_requested_) DoRead();
+    if (buffer_.capacity() > 2 * kFirstReadBytes) buffer_.shrink_to_fit();  // idle peers hold no big buffers
+  }
+
+  void SetIdleTimeout(bool on) {
+    websocket::stream_base::timeout t;
+    t.handshake_timeout = Seconds(server_->opts.handshake_timeout_s);
+    t.idle_timeout = on ? Seconds(server_->opts.idle_timeout_s) : websocket::stream_base::none();
+    t.keep_alive_pings = true;
+    ws_.set_option(t);
+  }
+
+  void PingWhilePaused() {
+    pause_timer_.expires_after(Seconds(server_->opts.idle_timeout_s / 2));
+    pause_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || !self->paused_ || self->finished_ || self->close_sent_) return;
+      if (!self->pinging_) {
+        self->pinging_ = true;
+        self->ws_.async_ping({}, [self](beast::error_code) { self->pinging_ = false; });
+      }
+      self->PingWhilePaused();
+    });
   }
 
   void BadFrame(RejectReason reason, const std::string& why) {
+    DropMessage();
     server_->handler->OnBadFrame(shared_from_this(), reason, why);
     Error err;
     err.reason = reason;
@@ -280,6 +468,7 @@ class ServerSession : public Peer, public std::enable_shared_from_this<ServerSes
     if (finished_ || !opened_) return;
     finished_ = true;
     closing_ = true;
+    pause_timer_.cancel();
     --server_->conns;
     {
       std::lock_guard<std::mutex> lock(server_->mu);
@@ -296,6 +485,10 @@ class ServerSession : public Peer, public std::enable_shared_from_this<ServerSes
   beast::flat_buffer buffer_;
   http::request<http::empty_body> request_;
   std::deque<Frame> queue_;
+  std::size_t charged_ = 0;   // read-budget bytes charged for the message being read
+  bool paused_ = false;       // waiting for read budget; no read in flight
+  bool pinging_ = false;
+  net::steady_timer pause_timer_;
   bool writing_ = false;
   bool opened_ = false;
   bool finished_ = false;
@@ -324,6 +517,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, Serv
   auto impl = std::make_unique<Impl>();
   impl->opts = options;
   impl->handler = handler;
+  impl->budget = std::make_shared<ReadBudget>(options.read_budget_bytes);
   MLINK_RETURN_IF_ERROR(LoadTls(impl->ctx, options.tls, true));
   beast::error_code ec;
   auto addr = net::ip::make_address(options.host, ec);
@@ -365,6 +559,7 @@ void Server::Stop() {
   impl_->ioc.stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
+  impl_->budget->Close();
 }
 
 uint16_t Server::port() const {
@@ -375,6 +570,9 @@ uint16_t Server::port() const {
 std::size_t Server::connections() const { return impl_->conns.load(); }
 uint64_t Server::bytes_in() const { return impl_->bytes_in.load(); }
 uint64_t Server::bytes_out() const { return impl_->bytes_out.load(); }
+std::size_t Server::read_budget_held() const { return impl_->budget->held(); }
+std::size_t Server::reads_paused() const { return impl_->budget->waiting(); }
+uint64_t Server::read_pauses_total() const { return impl_->budget->pauses(); }
 
 // =================================================================================== client
 
@@ -488,6 +686,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       auto data = self->buffer.data();
       auto msg = Decode(static_cast<const uint8_t*>(data.data()), data.size(), self->opts.limits);
       self->buffer.consume(self->buffer.size());
+      if (self->buffer.capacity() > (64u << 10)) self->buffer.shrink_to_fit();  // no big buffer between messages
       if (!msg.ok()) {
         MLOG_WARN("transport", "undecodable frame from aggregator").Kv("error", msg.status().message());
       } else {

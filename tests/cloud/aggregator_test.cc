@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -329,6 +330,81 @@ TEST_F(AggregatorTest, StateSurvivesRestartMidRound) {
   auto g = c->Next<protocol::GlobalLink>();
   ASSERT_TRUE(g);
   EXPECT_EQ(g->params, Expected(theta, d, {1, 1, 1}));
+}
+
+// Many edges upload a large delta at once while the read budget holds only two of them: every
+// update is still committed, acknowledged and folded exactly, reads were paused, and the bytes
+// held never exceeded the budget.
+TEST_F(AggregatorTest, BurstOfLargeUpdatesStaysWithinTheReadBudget) {
+  constexpr int kEdges = 12;
+  std::string names;
+  for (int k = 0; k < kEdges; ++k) names += " burst" + std::to_string(k);
+  ASSERT_TRUE(mlink::testing::GenCerts(*certs_, names));
+  link::LinkSpec spec;  // vec2vec 1000 -> 50: 105,150 parameters, a 420 KB update
+  spec.source = link::OutputFormat::Vector(1000);
+  spec.target = link::OutputFormat::Vector(50);
+  spec.task = link::TaskKind::kRegression;
+  const std::vector<float> theta = (*link::Link::Create(spec, 3))->GetParams().data;
+  const std::size_t budget = 1u << 20;
+  CloudOptions o = Options();
+  o.read_budget_bytes = budget;
+  o.links[0].spec = spec;
+  o.links[0].init_seed = 3;
+  o.links[0].min_edges = kEdges;
+  o.links[0].quorum = kEdges;
+  o.links[0].allowed_edges.clear();
+  auto agg = Aggregator::Start(o);
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  ASSERT_LT(budget, 3 * theta.size() * sizeof(float)) << "the budget must hold at most two updates";
+
+  std::vector<std::unique_ptr<TestEdge>> edges;
+  std::vector<std::vector<float>> deltas;
+  std::vector<protocol::Frame> frames;
+  for (int k = 0; k < kEdges; ++k) {
+    auto e = TestEdge::Connect(*certs_, "burst" + std::to_string(k), (*agg)->port());
+    ASSERT_TRUE(e);
+    ASSERT_TRUE(e->client().Send(Hello(spec.Hash())).ok());
+    auto w = e->Next<protocol::Welcome>();
+    ASSERT_TRUE(w && w->accepted.size() == 1);
+    ASSERT_TRUE(e->Next<protocol::GlobalLink>());
+    edges.push_back(std::move(e));
+    deltas.push_back(Delta(k, theta.size()));
+    frames.push_back(protocol::MakeFrame(Update(deltas.back())));
+  }
+
+  // Sample the held bytes while the burst is processed.
+  std::atomic<bool> done{false};
+  std::atomic<long> max_held{0};
+  std::thread sampler([&] {
+    while (!done.load()) {
+      const std::string key = "\nmlink_read_budget_held_bytes ";
+      std::string m = (*agg)->MetricsText();
+      auto at = m.find(key);
+      if (at != std::string::npos) max_held = std::max(max_held.load(), std::atol(m.c_str() + at + key.size()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  for (int k = 0; k < kEdges; ++k) ASSERT_TRUE(edges[k]->client().SendFrame(frames[k]).ok());
+  frames.clear();
+  const std::vector<float> expected = Expected(theta, deltas, std::vector<double>(kEdges, 1.0));
+  for (auto& e : edges) {
+    ASSERT_TRUE(e->Next<protocol::Ack>(60)) << "every update is acknowledged";
+  }
+  for (auto& e : edges) {
+    auto g = e->Next<protocol::GlobalLink>(60);
+    ASSERT_TRUE(g);
+    EXPECT_EQ(g->round, 1u);
+    EXPECT_EQ(g->params, expected) << "Theta_1 = Theta_0 + mean(Delta_k), exactly";
+  }
+  done = true;
+  sampler.join();
+  std::string metrics = (*agg)->MetricsText();
+  EXPECT_NE(metrics.find("mlink_updates_accepted_total{link=\"l1\"} 12"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("mlink_read_pauses_total 0\n"), std::string::npos) << "reads were paused\n" << metrics;
+  EXPECT_NE(metrics.find("mlink_read_budget_held_bytes 0\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("mlink_reads_paused 0\n"), std::string::npos) << metrics;
+  EXPECT_GT(max_held.load(), 0);
+  EXPECT_LE(max_held.load(), static_cast<long>(budget));
 }
 
 // ------------------------------------------------------------- the real binary, killed with -9

@@ -23,6 +23,7 @@ TEST(OptionsTest, ShippedCloudConfigLoads) {
   auto o = cloud::LoadCloudOptions(std::string(MLINK_SOURCE_DIR) + "/configs/cloud.yaml");
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->port, 8443);
+  EXPECT_EQ(o->read_budget_bytes, std::size_t{64} << 20);
   ASSERT_EQ(o->links.size(), 2u);
   EXPECT_EQ(o->links[0].id, "hog->fullbody");
   EXPECT_EQ(o->links[0].spec.task, link::TaskKind::kCount);

@@ -491,6 +491,29 @@ TEST(CodecTest, FrameOverMaxMessageBytesIsOutOfRange) {
   EXPECT_EQ(ReasonFor(r.status()), RejectReason::kTooLarge);
 }
 
+// A receiver sizes (or refuses) a frame from its header alone, before the body has arrived.
+TEST(CodecTest, AnnouncedFrameSizeComesFromTheHeaderAlone) {
+  Bytes frame = Encode(Message(SampleUpdate(100)));
+  Result<std::size_t> size = AnnouncedFrameSize(frame.data(), kHeaderBytes);
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(*size, frame.size());
+  EXPECT_EQ(AnnouncedFrameSize(frame.data(), kHeaderBytes - 1).status().code(), StatusCode::kInvalidArgument);
+  Limits tiny;
+  tiny.max_message_bytes = 64;
+  Result<std::size_t> big = AnnouncedFrameSize(frame.data(), kHeaderBytes, tiny);
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(ReasonFor(big.status()), RejectReason::kTooLarge);
+  Bytes magic = frame;
+  magic[0] = 'X';
+  EXPECT_EQ(ReasonFor(AnnouncedFrameSize(magic.data(), magic.size()).status()), RejectReason::kMalformed);
+  Bytes version = frame;
+  version[4] = 9;
+  EXPECT_EQ(ReasonFor(AnnouncedFrameSize(version.data(), version.size()).status()), RejectReason::kVersionMismatch);
+  Bytes type = frame;
+  type[6] = 99;
+  EXPECT_EQ(ReasonFor(AnnouncedFrameSize(type.data(), type.size()).status()), RejectReason::kUnknownType);
+}
+
 TEST(CodecTest, RandomCorruptionNeverCrashes) {
   std::mt19937 rng(12345);
   const Bytes frames[] = {Encode(Message(SampleUpdate())), Encode(Message(SampleGlobalLink())),

@@ -90,11 +90,12 @@ class TestEdge {
     queue_.push_back(std::move(m));
     cv_.notify_all();
   }
-  std::unique_ptr<protocol::Client> client_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<protocol::Message> queue_;
-  bool closed_ = false;
+  std::deque<protocol::Message> queue_;  // GUARDED_BY(mu_)
+  bool closed_ = false;                  // GUARDED_BY(mu_)
+  // Last, so it is destroyed first: ~Client stops its I/O thread, whose callbacks use the above.
+  std::unique_ptr<protocol::Client> client_;
 };
 
 }  // namespace mlink::testing

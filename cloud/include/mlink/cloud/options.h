@@ -28,6 +28,10 @@ struct CloudOptions {
   double handshake_timeout_s = 10;
   double idle_timeout_s = 60;
   int io_threads = 2;
+  // Received updates not yet committed and folded, all edges together (config key
+  // server.read_budget_mib). Edges whose next update does not fit wait, their reads paused, so
+  // a burst of K updates of d parameters holds O(d) plus this, not O(K d).
+  std::size_t read_budget_bytes = 64u << 20;
   std::string ca_file, cert_file, key_file;  // PEM, resolved relative to the config file
   std::string data_dir = "cloud-data";       // SQLite state lives here
   std::string log_level = "info";

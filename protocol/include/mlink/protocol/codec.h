@@ -29,6 +29,11 @@ std::vector<uint8_t> Encode(const Message& message);
 // names what was wrong. For Update and GlobalLink the checksum is verified.
 Result<Message> Decode(const uint8_t* data, std::size_t size, const Limits& limits = Limits());
 
+// The whole frame size (kHeaderBytes + body length) announced by the first `size` >= kHeaderBytes
+// bytes of a frame, checked like Decode checks the header (magic, version, type, max_message_bytes),
+// so a receiver can size or refuse a frame before the rest of it has arrived.
+Result<std::size_t> AnnouncedFrameSize(const uint8_t* data, std::size_t size, const Limits& limits = Limits());
+
 // Maps a Decode error to the reason code sent back in a Reject/Error.
 RejectReason ReasonFor(const Status& decode_error);
 

@@ -8,6 +8,15 @@
 // posts to the connection's strand, where a bounded queue keeps one write in flight; a peer whose
 // queue overflows (a client that does not read) is disconnected instead of growing memory.
 //
+// Read budget: the bytes of every received message, from its first read until the handler
+// releases its ReadLease, count against one budget shared by all connections
+// (ServerOptions::read_budget_bytes). A connection reads a message's header first, then charges
+// the whole message before reading the rest; when it does not fit, that connection's reads pause
+// (TCP flow control holds the sender back) and resume on its own strand once released bytes make
+// room, in arrival order. Writes go on while reads are paused, and the idle timeout does not apply
+// to a paused connection (the server keeps pinging it instead). So what the server holds in
+// received messages is bounded by the budget, however many peers send at once.
+//
 // Client: verifies the server certificate against the CA and the server's host name, presents
 // its own certificate, and delivers decoded messages on its own I/O thread.
 #pragma once
@@ -34,6 +43,29 @@ struct TlsFiles {
 using Frame = std::shared_ptr<const std::vector<uint8_t>>;
 Frame MakeFrame(const Message& m);
 
+class ReadBudget;  // internal: the byte budget shared by a server's connections
+
+// The budget charge of one received message. Move-only; destroying it (or Release) returns the
+// bytes, which may resume paused connections. Any thread may release it, also after the Server
+// has stopped.
+class ReadLease {
+ public:
+  ReadLease() = default;
+  ReadLease(ReadLease&& other) noexcept;
+  ReadLease& operator=(ReadLease&& other) noexcept;
+  ReadLease(const ReadLease&) = delete;
+  ReadLease& operator=(const ReadLease&) = delete;
+  ~ReadLease();
+  std::size_t bytes() const { return bytes_; }
+  void Release();
+
+ private:
+  friend class ReadBudget;
+  ReadLease(std::shared_ptr<ReadBudget> budget, std::size_t bytes) : budget_(std::move(budget)), bytes_(bytes) {}
+  std::shared_ptr<ReadBudget> budget_;
+  std::size_t bytes_ = 0;
+};
+
 class Peer {
  public:
   virtual ~Peer() = default;
@@ -54,8 +86,10 @@ class ServerHandler {
   virtual ~ServerHandler() = default;
   virtual void OnOpen(const std::shared_ptr<Peer>& peer) = 0;
   // A decoded message. Malformed frames never get here: the transport answers them with Error
-  // and closes, and reports them through OnBadFrame.
-  virtual void OnMessage(const std::shared_ptr<Peer>& peer, Message message) = 0;
+  // and closes, and reports them through OnBadFrame. `lease` holds the message's bytes against
+  // the read budget: keep it while the message is held (queued, not yet processed) and drop it
+  // as soon as the message's memory is gone, or reads stay paused.
+  virtual void OnMessage(const std::shared_ptr<Peer>& peer, Message message, ReadLease lease) = 0;
   virtual void OnBadFrame(const std::shared_ptr<Peer>& peer, RejectReason reason, const std::string& why) = 0;
   virtual void OnClose(const std::shared_ptr<Peer>& peer, const std::string& why) = 0;
 };
@@ -69,6 +103,9 @@ struct ServerOptions {
   double idle_timeout_s = 60;     // no traffic (pings included) for this long closes a peer
   std::size_t max_send_queue = 256;  // frames queued per peer before it is dropped
   int io_threads = 2;
+  // Received messages not yet released by the handler, all connections together (see "Read
+  // budget" above). A single message larger than this is still read, once nothing else is held.
+  std::size_t read_budget_bytes = 64u << 20;
 };
 
 class Server {
@@ -81,6 +118,10 @@ class Server {
   std::size_t connections() const;
   uint64_t bytes_in() const;
   uint64_t bytes_out() const;
+  // Read budget: bytes held now, connections whose reads are paused now, pauses so far.
+  std::size_t read_budget_held() const;
+  std::size_t reads_paused() const;
+  uint64_t read_pauses_total() const;
 
   struct Impl;
 

@@ -2,7 +2,9 @@
 
 #include <map>
 #include <mutex>
+#include <thread>
 
+#include "link/dense_mlp.h"
 #include "link/modules.h"
 #include "link/trainer.h"
 
@@ -113,19 +115,24 @@ struct BatchedPredictor::Impl {
   struct Group {
     std::vector<std::size_t> members;  // indices into the links given to Create
     std::vector<LinkSpec> specs;
-    StackedLink module{nullptr};
+    StackedLink module{nullptr};  // undefined for the vec2vec group (dense path)
+    std::vector<internal::DenseMlp> dense;
     Dims dims;
   };
   std::vector<Group> groups;
   std::size_t count = 0;
+  int threads = 1;
 };
 
 BatchedPredictor::BatchedPredictor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 BatchedPredictor::~BatchedPredictor() = default;
 
-Result<std::unique_ptr<BatchedPredictor>> BatchedPredictor::Create(const std::vector<const Link*>& links) {
+Result<std::unique_ptr<BatchedPredictor>> BatchedPredictor::Create(const std::vector<const Link*>& links,
+                                                                    const BatchedPredictorOptions& options) {
+  if (options.threads < 0) return Status::InvalidArgument("batched predictor: threads >= 0 expected");
   auto impl = std::make_unique<Impl>();
   impl->count = links.size();
+  impl->threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::map<int, std::size_t> by_arch;
   for (std::size_t i = 0; i < links.size(); ++i) {
     int arch = static_cast<int>(internal::ArchOf(links[i]->spec()));
@@ -140,9 +147,16 @@ Result<std::unique_ptr<BatchedPredictor>> BatchedPredictor::Create(const std::ve
   }
   try {
     for (auto& g : impl->groups) {
+      g.dims = GroupDims(g.specs);
+      if (internal::ArchOf(g.specs[0]) == internal::Arch::kVec2Vec) {
+        for (std::size_t m = 0; m < g.members.size(); ++m) {
+          MLINK_ASSIGN_OR_RETURN(auto dense, internal::DenseMlp::FromParams(g.specs[m], links[g.members[m]]->GetParams()));
+          g.dense.push_back(std::move(dense));
+        }
+        continue;
+      }
       g.module = StackedLink(g.specs);
       g.module->eval();
-      g.dims = GroupDims(g.specs);
       for (std::size_t m = 0; m < g.members.size(); ++m) {
         MLINK_RETURN_IF_ERROR(g.module->ImportLink(static_cast<int64_t>(m), links[g.members[m]]->GetParams()));
       }
@@ -160,6 +174,18 @@ Result<std::vector<Column>> BatchedPredictor::Predict(const std::vector<const Co
     for (auto& g : impl_->groups) {
       std::vector<const Column*> xs;
       for (std::size_t i : g.members) xs.push_back(inputs[i]);
+      if (!g.dense.empty()) {
+        std::vector<const internal::DenseMlp*> ms;
+        std::vector<Column*> ys;
+        for (std::size_t m = 0; m < g.members.size(); ++m) {
+          MLINK_RETURN_IF_ERROR(xs[m]->Check(g.specs[m].source, "link source"));
+          if (xs[m]->rows() != xs[0]->rows()) return Status::InvalidArgument("input columns differ in row count");
+          ms.push_back(&g.dense[m]);
+          ys.push_back(&out[g.members[m]]);
+        }
+        MLINK_RETURN_IF_ERROR(internal::RunDenseMlps(ms, xs, ys, impl_->threads));
+        continue;
+      }
       MLINK_ASSIGN_OR_RETURN(auto x, internal::PackSources(g.specs, xs, g.dims.din, g.dims.tin, /*borrow=*/true));
       const int64_t n = static_cast<int64_t>(xs[0]->rows());
       if (g.module->seq_target()) {

@@ -43,11 +43,21 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
                                                    const std::vector<Column>& outputs,
                                                    const PairwiseOptions& options);
 
-// Runs many vec2vec-style links (any architecture; grouped internally) on their inputs in one
-// stacked pass per group. inputs[l] feeds links[l]. Outputs as Link::Predict.
+struct BatchedPredictorOptions {
+  // Threads for the vec2vec links (0 = one per hardware thread). The other architectures run
+  // on LibTorch's intra-op threads (SetTorchThreads).
+  int threads = 0;
+};
+
+// Runs many links (any architecture; grouped internally) on their inputs. inputs[l] feeds
+// links[l]; outputs as Link::Predict (up to float rounding). vec2vec links run on a torch-free
+// path (plain float weights, rows in cache-sized blocks, several threads); the other
+// architectures as one stacked LibTorch pass per group. Create copies the links' parameters:
+// later changes to the links are not seen. Predict is const and may run concurrently.
 class BatchedPredictor {
  public:
-  static Result<std::unique_ptr<BatchedPredictor>> Create(const std::vector<const Link*>& links);
+  static Result<std::unique_ptr<BatchedPredictor>> Create(const std::vector<const Link*>& links,
+                                                          const BatchedPredictorOptions& options = {});
   ~BatchedPredictor();
   Result<std::vector<Column>> Predict(const std::vector<const Column*>& inputs) const;
 

@@ -300,6 +300,43 @@ TEST(BatchedTest, DenseVec2VecPathEqualsLinkPredictForEveryTask) {
   EXPECT_FALSE((*bp)->Predict({&inputs[1], &inputs[1]}).ok());
 }
 
+TEST(BatchedTest, PairwiseTrainingEqualsTrainingEachLinkAlone) {
+  // A stacked group starts every link as Link::Create(spec, seed) does and feeds it the same
+  // mini-batches, so it must end where training that link alone ends (up to float rounding),
+  // for every architecture.
+  std::mt19937 rng(3);
+  std::vector<float> a, b;
+  std::vector<std::vector<int32_t>> q;
+  for (int i = 0; i < 120; ++i) {
+    int k = static_cast<int>(rng() % 4);
+    Peaked(rng, 4, k, 0.5, &a);
+    b.push_back(static_cast<float>(k / 2));
+    q.push_back({3 + k, 3 + (k + 1) % 4});
+  }
+  std::vector<ModelOutputSpec> models = {{OutputFormat::Vector(4), TaskKind::kSingleLabel},
+                                         {OutputFormat::Vector(1), TaskKind::kCount},
+                                         {OutputFormat::Sequence(8, 3), TaskKind::kSequence}};
+  std::vector<Column> outs = {Column::Vectors(4, a), Column::Vectors(1, b), Column::Sequences(q)};
+  PairwiseOptions po;
+  po.train.epochs = 3;
+  po.lstm_hidden = 8;
+  po.embed_dim = 4;
+  auto res = TrainPairwise(models, outs, po);
+  ASSERT_TRUE(res.ok()) << res.status();
+  ASSERT_EQ(res->size(), 6u);
+  for (const auto& r : *res) {
+    auto alone = Link::Create(r.link->spec(), po.train.seed);
+    ASSERT_TRUE(alone.ok());
+    auto rep = (*alone)->Train(outs[r.source], outs[r.target], po.train);
+    ASSERT_TRUE(rep.ok()) << rep.status();
+    EXPECT_NEAR(rep->validation_loss, r.report.validation_loss, 1e-4 * std::max(1.0, rep->validation_loss))
+        << r.source << "->" << r.target << " (" << r.link->spec().ArchName() << ")";
+    FlatParams p1 = (*alone)->GetParams(), p2 = r.link->GetParams();
+    ASSERT_EQ(p1.data.size(), p2.data.size());
+    for (std::size_t k = 0; k < p1.data.size(); ++k) ASSERT_NEAR(p1.data[k], p2.data[k], 1e-3) << r.source << "->" << r.target;
+  }
+}
+
 TEST(BatchedTest, PairwiseTrainingMatchesSingleLinkQuality) {
   // Three models: 6-class probabilities, its 3-group view, and a count (the class index / 2).
   std::mt19937 rng(9);

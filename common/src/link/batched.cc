@@ -1,5 +1,7 @@
 #include "mlink/link/batched.h"
 
+#include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -65,7 +67,8 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
   }
   std::vector<PairwiseResult> results(pairs.size());
   torch::Device device(torch::kCPU);
-  for (const auto& [arch, members] : groups) {
+  std::mutex progress_mu;  // the progress callback is never called concurrently
+  auto train_group = [&](const std::vector<std::size_t>& members) -> Status {
     std::vector<LinkSpec> gs;
     std::vector<const Column*> xs, ys;
     for (std::size_t p : members) {
@@ -78,9 +81,9 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
     MLINK_ASSIGN_OR_RETURN(auto y, internal::PackTargets(gs, ys, d.dout, d.to));
     StackedLink module{nullptr};
     try {
-      std::lock_guard<std::mutex> lock(internal::InitMutex());
-      torch::manual_seed(options.train.seed + static_cast<uint64_t>(arch));
-      module = StackedLink(gs);
+      // Every link starts as Link::Create(spec, seed) would: stacked training then gives what
+      // training each link alone gives (same start, same mini-batches).
+      module = StackedLink(gs, std::vector<uint64_t>(gs.size(), options.train.seed));
     } catch (const std::exception& e) {
       return Status::Internal(std::string("creating stacked links: ") + e.what());
     }
@@ -89,7 +92,8 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
     if (options.progress) {
       std::string arch_name = gs[0].ArchName();
       int count = static_cast<int>(gs.size());
-      train.on_epoch = [&options, arch_name, count](int epoch, int epochs, double loss) {
+      train.on_epoch = [&options, &progress_mu, arch_name, count](int epoch, int epochs, double loss) {
+        std::lock_guard<std::mutex> lock(progress_mu);
         options.progress(arch_name, count, epoch, epochs, loss);
       };
     }
@@ -107,7 +111,40 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
       results[p].link = std::move(link);
       results[p].report = reports[m];
     }
+    return Status::Ok();
+  };
+  // The groups are independent: train them on a few threads, the LSTM groups (the costly ones)
+  // first. Each group's result is the same whichever thread trains it.
+  std::vector<std::pair<int, const std::vector<std::size_t>*>> jobs;
+  for (const auto& [arch, members] : groups) jobs.emplace_back(arch, &members);
+  std::stable_sort(jobs.begin(), jobs.end(), [](const auto& a, const auto& b) {
+    auto cost = [](int arch) { return arch == static_cast<int>(internal::Arch::kVec2Vec) ? 0 : 1; };
+    return cost(a.first) > cost(b.first);
+  });
+  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.dropout > 0) threads = 1;  // dropout masks come from torch's one global generator
+  std::vector<Status> job_status(jobs.size());
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t j = next++; j < jobs.size(); j = next++) {
+      try {
+        job_status[j] = train_group(*jobs[j].second);
+      } catch (const std::exception& e) {  // nothing may leave a worker thread
+        job_status[j] = Status::Internal(std::string("pairwise training: ") + e.what());
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  try {
+    for (int t = 1; t < std::min<int>(threads, static_cast<int>(jobs.size())); ++t) pool.emplace_back(worker);
+  } catch (const std::exception& e) {
+    next = jobs.size();
+    for (auto& th : pool) th.join();
+    return Status::Internal(std::string("pairwise training: starting threads: ") + e.what());
   }
+  worker();
+  for (auto& th : pool) th.join();
+  for (const auto& st : job_status) MLINK_RETURN_IF_ERROR(st);
   return results;
 }
 

@@ -30,7 +30,13 @@ struct PairwiseOptions {
   int embed_dim = 32;
   int lstm_hidden = 64;
   std::vector<std::pair<int, int>> pairs;
-  // Progress: called after every epoch of each stacked group (architecture name, links in it).
+  // Groups trained at the same time, each on its own thread (0 = one per hardware thread). The
+  // results do not depend on it (with dropout the groups train one after another, their masks
+  // coming from one global generator). Each group's ops also use LibTorch's intra-op threads.
+  // One by default: on a machine that is busy with other work, concurrent groups measured slower.
+  int threads = 1;
+  // Progress: called after every epoch of each stacked group (architecture name, links in it);
+  // from the training threads, one call at a time.
   std::function<void(const std::string& arch, int links, int epoch, int epochs, double train_loss)> progress;
 };
 

@@ -5,6 +5,10 @@ Reads the data file written by bench_pairwise (JSON: models with format/task and
 trains every ordered pair's link with the same architecture and protocol as mlink (RMSprop
 lr 0.01, batch 32, fixed epochs, 20% validation split, same split), and prints one JSON line:
 {"seconds": ..., "mean_val_loss": ..., "links": ...}. Run with Debian's python3 (python3-torch).
+When the data file carries them, every link starts from mlink's initial parameters ("init", one
+entry per pair in loop order) and sees mlink's mini-batch order ("epoch_orders"), so the two
+should agree up to float rounding. mlink's LSTMs have one bias vector; nn.LSTM's second one
+(bias_hh) is held at zero so that the networks are the same.
 """
 import json
 import sys
@@ -26,11 +30,19 @@ class Mlp(nn.Module):
         return self.l2(F.relu(self.l1(x)))
 
 
+def single_bias_lstm(embed, hidden):
+    lstm = nn.LSTM(embed, hidden, batch_first=True)
+    with torch.no_grad():
+        lstm.bias_hh_l0.zero_()
+    lstm.bias_hh_l0.requires_grad_(False)
+    return lstm
+
+
 class SeqEncoder(nn.Module):
     def __init__(self, vocab, embed, hidden):
         super().__init__()
         self.emb = nn.Embedding(vocab, embed)
-        self.lstm = nn.LSTM(embed, hidden, batch_first=True)
+        self.lstm = single_bias_lstm(embed, hidden)
 
     def forward(self, tokens, lengths):
         packed = nn.utils.rnn.pack_padded_sequence(self.emb(tokens), lengths, batch_first=True, enforce_sorted=False)
@@ -43,7 +55,7 @@ class Decoder(nn.Module):
     def __init__(self, vocab, embed, hidden):
         super().__init__()
         self.emb = nn.Embedding(vocab, embed)
-        self.lstm = nn.LSTM(embed, hidden, batch_first=True)
+        self.lstm = single_bias_lstm(embed, hidden)
         self.wch, self.wcc = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden, bias=False)
         self.out = nn.Linear(hidden, vocab)
         bias = torch.full((vocab,), -1e9)
@@ -85,6 +97,42 @@ class Link(nn.Module):
             mem, mask = h.unsqueeze(1), torch.ones(h.size(0), 1, dtype=torch.bool)
         dec_in = torch.cat([torch.full((y.size(0), 1), BOS, dtype=torch.long), y[:, :-1]], 1)
         return self.dec(dec_in, h, c, mem, mask)
+
+
+def load_init(link, init):
+    """Copies mlink's parameters (its names, [in, out] matrices, [in, 4, H] LSTM weights)."""
+    def t(name):
+        return torch.tensor(init[name]["values"], dtype=torch.float32).reshape(init[name]["shape"])
+
+    def mlp(m, prefix):
+        m.l1.weight.copy_(t(prefix + "w1").t())
+        m.l1.bias.copy_(t(prefix + "b1").reshape(-1))
+        m.l2.weight.copy_(t(prefix + "w2").t())
+        m.l2.bias.copy_(t(prefix + "b2").reshape(-1))
+
+    def lstm(emb, cell, prefix):
+        emb.weight.copy_(t(prefix + "embed"))
+        wx, wh = t(prefix + "wx"), t(prefix + "wh")
+        cell.weight_ih_l0.copy_(wx.reshape(wx.size(0), -1).t())
+        cell.weight_hh_l0.copy_(wh.reshape(wh.size(0), -1).t())
+        cell.bias_ih_l0.copy_(t(prefix + "b").reshape(-1))
+        cell.bias_hh_l0.zero_()
+
+    with torch.no_grad():
+        if link.src_seq:
+            lstm(link.enc.emb, link.enc.lstm, "enc_")
+        if link.tgt_seq:
+            if not link.src_seq:
+                mlp(link.enc_mlp, "enc_")
+            d = link.dec
+            lstm(d.emb, d.lstm, "dec_")
+            d.wch.weight.copy_(t("dec_wch").t())
+            d.wch.bias.copy_(t("dec_bc").reshape(-1))
+            d.wcc.weight.copy_(t("dec_wcc").t())
+            d.out.weight.copy_(t("dec_wo").t())
+            d.out.bias.copy_(t("dec_bo").reshape(-1))
+        else:
+            mlp(link.head, "mlp_")
 
 
 def loss_fn(task, z, y):
@@ -134,20 +182,27 @@ def main():
     torch.manual_seed(data["seed"])
     models, val_idx, train_idx = data["models"], torch.tensor(data["val"]), data["train"]
     epochs, bs = data["epochs"], 32
+    inits, orders = data.get("init"), data.get("epoch_orders")
+    orders = [torch.tensor(o) for o in orders] if orders else None
     total, losses = 0.0, []
     for i, mi in enumerate(models):
         for j, mj in enumerate(models):
             if i == j:
                 continue
             x, y = pack_source(mi["format"], mi["outputs"]), pack_target(mj["format"], mj["outputs"])
-            link = Link(mi["format"], mj["format"])
-            opt = torch.optim.RMSprop(link.parameters(), lr=0.01)
+            link = Link(mi["format"], mj["format"], data.get("embed_dim", 32), data.get("lstm_hidden", 64))
+            if inits:
+                load_init(link, inits[len(losses)])
+            opt = torch.optim.RMSprop([p for p in link.parameters() if p.requires_grad], lr=0.01)
             gen = torch.Generator().manual_seed(data["seed"] + 31 * i + j)
             yv, xv = y[val_idx], rows(x, val_idx)
             best = float("inf")
             start = time.perf_counter()
-            for _ in range(epochs):
-                perm = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
+            for epoch in range(epochs):
+                if orders:
+                    perm = orders[epoch]
+                else:
+                    perm = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
                 for s in range(0, len(perm), bs):
                     idx = perm[s : s + bs]
                     yb = y[idx]

@@ -3,8 +3,13 @@
 //   ours:      TrainPairwise, each architecture's links as one stacked computation
 //   baseline:  the same links one at a time in LibTorch (Link::Train), and one at a time in
 //              PyTorch (bench/pairwise_baseline.py, Debian's python3), measured in this run.
-// All three train the same epochs on the same split and report the mean over links of the best
-// validation loss. Prints one JSON line. Usage: bench_pairwise [epochs] [python3] [script]
+// All three train the same architectures from the same initial parameters (each link's
+// Link::Create(spec, seed), handed to the PyTorch script) on the same split and the same
+// mini-batch order for the same epochs, and report the mean over links of the best validation
+// loss, so their losses differ only by float rounding. Ours trains the architecture groups on
+// `threads` threads; LibTorch ops run on one intra-op thread and the PyTorch script gets as
+// many intra-op threads as ours has threads. Prints one JSON line.
+// Usage: bench_pairwise [epochs] [python3] [script] [threads (default 1)]
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -76,7 +81,7 @@ int main(int argc, char** argv) {
   const std::string script = argc > 3 ? argv[3] : std::string(MLINK_BENCH_DIR) + "/pairwise_baseline.py";
   const int n = 1000;
   const uint64_t seed = 1;
-  SetTorchThreads(1);  // the PyTorch baseline runs on one thread too
+  SetTorchThreads(1);  // one intra-op thread: these ops are far too small to split
   Data d = Make(n, 42);
   TrainOptions o;
   o.epochs = epochs;
@@ -86,15 +91,15 @@ int main(int argc, char** argv) {
   // ours
   PairwiseOptions po;
   po.train = o;
-  auto group_start = std::chrono::steady_clock::now();
+  const int threads = argc > 4 ? std::max(1, std::atoi(argv[4])) : 1;
+  po.threads = threads;
+  auto t0 = std::chrono::steady_clock::now();
   po.progress = [&](const std::string& arch, int links, int epoch, int epochs, double) {
     if (epoch == epochs) {
-      std::fprintf(stderr, "ours: %s group of %d links: %.2f s\n", arch.c_str(), links,
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - group_start).count());
-      group_start = std::chrono::steady_clock::now();
+      std::fprintf(stderr, "ours: %s group of %d links done after %.2f s\n", arch.c_str(), links,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
   };
-  auto t0 = std::chrono::steady_clock::now();
   auto res = TrainPairwise(d.specs, d.outputs, po);
   double ours_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!res.ok()) {
@@ -123,7 +128,8 @@ int main(int argc, char** argv) {
   for (const auto& [arch, secs] : loop_arch_s) std::fprintf(stderr, "libtorch loop: %s links: %.2f s\n", arch.c_str(), secs);
   double loop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  // The same split the trainer uses, handed to the PyTorch baseline.
+  // The same split and per-epoch mini-batch order the trainer uses (its generator, drawn in
+  // its order), and each link's initial parameters, handed to the PyTorch baseline.
   std::mt19937_64 rng(seed);
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
@@ -133,10 +139,29 @@ int main(int argc, char** argv) {
   std::sort(val.begin(), val.end());
   nlohmann::json j;
   j["seed"] = seed;
-  j["threads"] = 1;
+  j["threads"] = threads;
   j["epochs"] = epochs;
   j["val"] = val;
   j["train"] = train;
+  for (int e = 0; e < epochs; ++e) {
+    std::shuffle(train.begin(), train.end(), rng);
+    j["epoch_orders"].push_back(train);
+  }
+  j["embed_dim"] = po.embed_dim;
+  j["lstm_hidden"] = po.lstm_hidden;
+  for (const auto& r : *res) {
+    mlink::FlatParams init = (*Link::Create(r.link->spec(), seed))->GetParams();
+    nlohmann::json lj;
+    std::size_t offset = 0;
+    for (std::size_t t = 0; t < init.names.size(); ++t) {
+      std::size_t count = 1;
+      for (int64_t dim : init.shapes[t]) count *= static_cast<std::size_t>(dim);
+      lj[init.names[t]] = {{"shape", init.shapes[t]},
+                           {"values", std::vector<float>(init.data.begin() + offset, init.data.begin() + offset + count)}};
+      offset += count;
+    }
+    j["init"].push_back(lj);
+  }
   for (std::size_t m = 0; m < d.specs.size(); ++m) {
     nlohmann::json mj, f;
     const auto& fmt = d.specs[m].format;
@@ -156,7 +181,9 @@ int main(int argc, char** argv) {
   }
   std::string path = "/tmp/mlink-bench-pairwise-" + std::to_string(::getpid()) + ".json";
   std::ofstream(path) << j.dump();
-  std::string cmd = python + " " + script + " " + path;
+  // The same one-thread BLAS as SetTorchThreads(1) gives ours (PyTorch's set_num_threads does
+  // not reach the pool of Debian's BLAS either; its spinning workers slow small ops down).
+  std::string cmd = "OPENBLAS_NUM_THREADS=1 " + python + " " + script + " " + path;
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -164,20 +191,44 @@ int main(int argc, char** argv) {
   int rc = p ? pclose(p) : -1;
   std::remove(path.c_str());
   double py_s = -1, py_loss = -1;
+  std::vector<double> py_losses;
   if (rc == 0) {
     auto pj = nlohmann::json::parse(out, nullptr, false);
     if (!pj.is_discarded()) {
       py_s = pj["seconds"];
       py_loss = pj["mean_val_loss"];
+      py_losses = pj["val_losses"].get<std::vector<double>>();
     }
   } else {
     std::fprintf(stderr, "pytorch baseline failed (%s): %s\n", cmd.c_str(), out.c_str());
   }
-  std::printf("{\"bench\":\"pairwise_training\",\"links\":%zu,\"samples\":%d,\"epochs\":%d,"
+  // Per link (stderr) and per architecture (in the JSON line): mean best validation loss of
+  // each trainer. The PyTorch script trains the pairs in the same order.
+  std::map<std::string, std::vector<double>> arch_ours, arch_loop, arch_py;
+  for (std::size_t i = 0; i < res->size(); ++i) {
+    const auto& r = (*res)[i];
+    const std::string arch = r.link->spec().ArchName();
+    double py = i < py_losses.size() ? py_losses[i] : -1;
+    std::fprintf(stderr, "link %d -> %d (%s): ours %.4f, libtorch loop %.4f, pytorch %.4f\n", r.source, r.target,
+                 arch.c_str(), ours_loss[i], loop_loss[i], py);
+    arch_ours[arch].push_back(ours_loss[i]);
+    arch_loop[arch].push_back(loop_loss[i]);
+    if (i < py_losses.size()) arch_py[arch].push_back(py);
+  }
+  std::string per_arch;
+  for (const auto& [arch, v] : arch_ours) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%s\"%s\":{\"links\":%zu,\"ours\":%.4f,\"libtorch_loop\":%.4f,\"pytorch\":%.4f}",
+                  per_arch.empty() ? "" : ",", arch.c_str(), v.size(), Mean(v), Mean(arch_loop[arch]),
+                  arch_py[arch].empty() ? -1.0 : Mean(arch_py[arch]));
+    per_arch += buf;
+  }
+  std::printf("{\"bench\":\"pairwise_training\",\"links\":%zu,\"samples\":%d,\"epochs\":%d,\"ours_threads\":%d,"
               "\"ours_batched_s\":%.2f,\"libtorch_per_link_s\":%.2f,\"pytorch_per_link_s\":%.2f,"
               "\"speedup_vs_libtorch_loop\":%.2f,\"speedup_vs_pytorch_loop\":%.2f,"
-              "\"ours_mean_val_loss\":%.4f,\"libtorch_loop_mean_val_loss\":%.4f,\"pytorch_mean_val_loss\":%.4f}\n",
-              res->size(), n, epochs, ours_s, loop_s, py_s, loop_s / ours_s, py_s > 0 ? py_s / ours_s : 0.0,
-              Mean(ours_loss), Mean(loop_loss), py_loss);
+              "\"ours_mean_val_loss\":%.4f,\"libtorch_loop_mean_val_loss\":%.4f,\"pytorch_mean_val_loss\":%.4f,"
+              "\"mean_val_loss_by_arch\":{%s}}\n",
+              res->size(), n, epochs, threads, ours_s, loop_s, py_s, loop_s / ours_s, py_s > 0 ? py_s / ours_s : 0.0,
+              Mean(ours_loss), Mean(loop_loss), py_loss, per_arch.c_str());
   return 0;
 }

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <random>
 
@@ -221,6 +223,117 @@ TEST(BatchedTest, StackedPredictionEqualsEachLinkAlone) {
     auto alone = shared[i]->Predict(inputs[0]);
     ASSERT_EQ(alone->values.size(), (*sout)[i].values.size());
     for (std::size_t k = 0; k < alone->values.size(); ++k) EXPECT_NEAR(alone->values[k], (*sout)[i].values[k], 1e-5);
+  }
+}
+
+TEST(BatchedTest, DenseVec2VecPathEqualsLinkPredictForEveryTask) {
+  // The vec2vec links of a batched predictor run on a torch-free path; it must give what each
+  // link's own Predict gives, for every vector task, for row counts that are not whole blocks,
+  // for distinct and shared inputs, and whether the threads split the links or the rows.
+  struct Case {
+    int in, out;
+    TaskKind task;
+    RegressionLoss loss;
+    int hidden;
+  };
+  const std::vector<Case> cases = {
+      {10, 10, TaskKind::kSingleLabel, RegressionLoss::kMse, 0}, {3, 2, TaskKind::kSingleLabel, RegressionLoss::kMse, 0},
+      {7, 5, TaskKind::kMultiLabel, RegressionLoss::kMse, 0},    {4, 3, TaskKind::kRegression, RegressionLoss::kL1, 9},
+      {2, 1, TaskKind::kCount, RegressionLoss::kMse, 0},         {12, 4, TaskKind::kBox, RegressionLoss::kMse, 3},
+      {1, 33, TaskKind::kSingleLabel, RegressionLoss::kMse, 40}};
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-3, 3);
+  std::vector<std::unique_ptr<Link>> links;
+  std::vector<Column> inputs;
+  const std::size_t n = 1003;  // three whole blocks and a partial one, not a whole number of 8-row tiles
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    LinkSpec s = VecSpec(cases[i].in, cases[i].out, cases[i].task);
+    s.regression_loss = cases[i].loss;
+    s.hidden = cases[i].hidden;
+    auto link = Link::Create(s, 20 + i);
+    ASSERT_TRUE(link.ok()) << link.status();
+    // Larger weights than at initialisation: saturated softmaxes and sigmoids, negative logits.
+    FlatParams p = (*link)->GetParams();
+    for (auto& v : p.data) v *= 4;
+    ASSERT_TRUE((*link)->SetParams(p).ok());
+    links.push_back(std::move(link).value());
+    std::vector<float> v(n * cases[i].in);
+    for (auto& x : v) x = u(rng);
+    inputs.push_back(Column::Vectors(cases[i].in, v));
+  }
+  auto expect_same = [&](const std::vector<const Link*>& ls, const std::vector<const Column*>& in, int threads) {
+    BatchedPredictorOptions o;
+    o.threads = threads;
+    auto bp = BatchedPredictor::Create(ls, o);
+    ASSERT_TRUE(bp.ok()) << bp.status();
+    auto out = (*bp)->Predict(in);
+    ASSERT_TRUE(out.ok()) << out.status();
+    for (std::size_t i = 0; i < ls.size(); ++i) {
+      auto alone = ls[i]->Predict(*in[i]);
+      ASSERT_TRUE(alone.ok());
+      ASSERT_EQ((*out)[i].dim, alone->dim);
+      ASSERT_EQ((*out)[i].values.size(), alone->values.size()) << "link " << i;
+      double worst = 0;
+      for (std::size_t k = 0; k < alone->values.size(); ++k) {
+        worst = std::max(worst, std::abs(static_cast<double>(alone->values[k]) - (*out)[i].values[k]) /
+                                    std::max(1.0, std::abs(static_cast<double>(alone->values[k]))));
+      }
+      EXPECT_LT(worst, 1e-5) << "link " << i << " (" << TaskKindName(ls[i]->spec().task) << "), threads " << threads;
+    }
+  };
+  std::vector<const Link*> all;
+  std::vector<const Column*> in;
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    all.push_back(links[i].get());
+    in.push_back(&inputs[i]);
+  }
+  for (int threads : {1, 2, 3, 16}) expect_same(all, in, threads);
+  expect_same({all[0]}, {in[0]}, 2);  // one link: the threads split the rows
+  // Links sharing one input column.
+  std::vector<const Link*> shared = {all[0], all[0]};
+  expect_same(shared, {in[0], in[0]}, 2);
+  // Zero rows, and a wrong input width is an error, not a crash.
+  Column empty = Column::Vectors(10, {});
+  expect_same(shared, {&empty, &empty}, 2);
+  auto bp = BatchedPredictor::Create(shared);
+  ASSERT_TRUE(bp.ok());
+  EXPECT_FALSE((*bp)->Predict({&inputs[1], &inputs[1]}).ok());
+}
+
+TEST(BatchedTest, PairwiseTrainingEqualsTrainingEachLinkAlone) {
+  // A stacked group starts every link as Link::Create(spec, seed) does and feeds it the same
+  // mini-batches, so it must end where training that link alone ends (up to float rounding),
+  // for every architecture.
+  std::mt19937 rng(3);
+  std::vector<float> a, b;
+  std::vector<std::vector<int32_t>> q;
+  for (int i = 0; i < 120; ++i) {
+    int k = static_cast<int>(rng() % 4);
+    Peaked(rng, 4, k, 0.5, &a);
+    b.push_back(static_cast<float>(k / 2));
+    q.push_back({3 + k, 3 + (k + 1) % 4});
+  }
+  std::vector<ModelOutputSpec> models = {{OutputFormat::Vector(4), TaskKind::kSingleLabel},
+                                         {OutputFormat::Vector(1), TaskKind::kCount},
+                                         {OutputFormat::Sequence(8, 3), TaskKind::kSequence}};
+  std::vector<Column> outs = {Column::Vectors(4, a), Column::Vectors(1, b), Column::Sequences(q)};
+  PairwiseOptions po;
+  po.train.epochs = 3;
+  po.lstm_hidden = 8;
+  po.embed_dim = 4;
+  auto res = TrainPairwise(models, outs, po);
+  ASSERT_TRUE(res.ok()) << res.status();
+  ASSERT_EQ(res->size(), 6u);
+  for (const auto& r : *res) {
+    auto alone = Link::Create(r.link->spec(), po.train.seed);
+    ASSERT_TRUE(alone.ok());
+    auto rep = (*alone)->Train(outs[r.source], outs[r.target], po.train);
+    ASSERT_TRUE(rep.ok()) << rep.status();
+    EXPECT_NEAR(rep->validation_loss, r.report.validation_loss, 1e-4 * std::max(1.0, rep->validation_loss))
+        << r.source << "->" << r.target << " (" << r.link->spec().ArchName() << ")";
+    FlatParams p1 = (*alone)->GetParams(), p2 = r.link->GetParams();
+    ASSERT_EQ(p1.data.size(), p2.data.size());
+    for (std::size_t k = 0; k < p1.data.size(); ++k) ASSERT_NEAR(p1.data[k], p2.data[k], 1e-3) << r.source << "->" << r.target;
   }
 }
 

@@ -1,8 +1,12 @@
 #include "mlink/link/batched.h"
 
+#include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
+#include <thread>
 
+#include "link/dense_mlp.h"
 #include "link/modules.h"
 #include "link/trainer.h"
 
@@ -63,7 +67,8 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
   }
   std::vector<PairwiseResult> results(pairs.size());
   torch::Device device(torch::kCPU);
-  for (const auto& [arch, members] : groups) {
+  std::mutex progress_mu;  // the progress callback is never called concurrently
+  auto train_group = [&](const std::vector<std::size_t>& members) -> Status {
     std::vector<LinkSpec> gs;
     std::vector<const Column*> xs, ys;
     for (std::size_t p : members) {
@@ -76,9 +81,9 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
     MLINK_ASSIGN_OR_RETURN(auto y, internal::PackTargets(gs, ys, d.dout, d.to));
     StackedLink module{nullptr};
     try {
-      std::lock_guard<std::mutex> lock(internal::InitMutex());
-      torch::manual_seed(options.train.seed + static_cast<uint64_t>(arch));
-      module = StackedLink(gs);
+      // Every link starts as Link::Create(spec, seed) would: stacked training then gives what
+      // training each link alone gives (same start, same mini-batches).
+      module = StackedLink(gs, std::vector<uint64_t>(gs.size(), options.train.seed));
     } catch (const std::exception& e) {
       return Status::Internal(std::string("creating stacked links: ") + e.what());
     }
@@ -87,7 +92,8 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
     if (options.progress) {
       std::string arch_name = gs[0].ArchName();
       int count = static_cast<int>(gs.size());
-      train.on_epoch = [&options, arch_name, count](int epoch, int epochs, double loss) {
+      train.on_epoch = [&options, &progress_mu, arch_name, count](int epoch, int epochs, double loss) {
+        std::lock_guard<std::mutex> lock(progress_mu);
         options.progress(arch_name, count, epoch, epochs, loss);
       };
     }
@@ -105,7 +111,40 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
       results[p].link = std::move(link);
       results[p].report = reports[m];
     }
+    return Status::Ok();
+  };
+  // The groups are independent: train them on a few threads, the LSTM groups (the costly ones)
+  // first. Each group's result is the same whichever thread trains it.
+  std::vector<std::pair<int, const std::vector<std::size_t>*>> jobs;
+  for (const auto& [arch, members] : groups) jobs.emplace_back(arch, &members);
+  std::stable_sort(jobs.begin(), jobs.end(), [](const auto& a, const auto& b) {
+    auto cost = [](int arch) { return arch == static_cast<int>(internal::Arch::kVec2Vec) ? 0 : 1; };
+    return cost(a.first) > cost(b.first);
+  });
+  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.dropout > 0) threads = 1;  // dropout masks come from torch's one global generator
+  std::vector<Status> job_status(jobs.size());
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t j = next++; j < jobs.size(); j = next++) {
+      try {
+        job_status[j] = train_group(*jobs[j].second);
+      } catch (const std::exception& e) {  // nothing may leave a worker thread
+        job_status[j] = Status::Internal(std::string("pairwise training: ") + e.what());
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  try {
+    for (int t = 1; t < std::min<int>(threads, static_cast<int>(jobs.size())); ++t) pool.emplace_back(worker);
+  } catch (const std::exception& e) {
+    next = jobs.size();
+    for (auto& th : pool) th.join();
+    return Status::Internal(std::string("pairwise training: starting threads: ") + e.what());
   }
+  worker();
+  for (auto& th : pool) th.join();
+  for (const auto& st : job_status) MLINK_RETURN_IF_ERROR(st);
   return results;
 }
 
@@ -113,19 +152,24 @@ struct BatchedPredictor::Impl {
   struct Group {
     std::vector<std::size_t> members;  // indices into the links given to Create
     std::vector<LinkSpec> specs;
-    StackedLink module{nullptr};
+    StackedLink module{nullptr};  // undefined for the vec2vec group (dense path)
+    std::vector<internal::DenseMlp> dense;
     Dims dims;
   };
   std::vector<Group> groups;
   std::size_t count = 0;
+  int threads = 1;
 };
 
 BatchedPredictor::BatchedPredictor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 BatchedPredictor::~BatchedPredictor() = default;
 
-Result<std::unique_ptr<BatchedPredictor>> BatchedPredictor::Create(const std::vector<const Link*>& links) {
+Result<std::unique_ptr<BatchedPredictor>> BatchedPredictor::Create(const std::vector<const Link*>& links,
+                                                                    const BatchedPredictorOptions& options) {
+  if (options.threads < 0) return Status::InvalidArgument("batched predictor: threads >= 0 expected");
   auto impl = std::make_unique<Impl>();
   impl->count = links.size();
+  impl->threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::map<int, std::size_t> by_arch;
   for (std::size_t i = 0; i < links.size(); ++i) {
     int arch = static_cast<int>(internal::ArchOf(links[i]->spec()));
@@ -140,9 +184,16 @@ Result<std::unique_ptr<BatchedPredictor>> BatchedPredictor::Create(const std::ve
   }
   try {
     for (auto& g : impl->groups) {
+      g.dims = GroupDims(g.specs);
+      if (internal::ArchOf(g.specs[0]) == internal::Arch::kVec2Vec) {
+        for (std::size_t m = 0; m < g.members.size(); ++m) {
+          MLINK_ASSIGN_OR_RETURN(auto dense, internal::DenseMlp::FromParams(g.specs[m], links[g.members[m]]->GetParams()));
+          g.dense.push_back(std::move(dense));
+        }
+        continue;
+      }
       g.module = StackedLink(g.specs);
       g.module->eval();
-      g.dims = GroupDims(g.specs);
       for (std::size_t m = 0; m < g.members.size(); ++m) {
         MLINK_RETURN_IF_ERROR(g.module->ImportLink(static_cast<int64_t>(m), links[g.members[m]]->GetParams()));
       }
@@ -160,6 +211,18 @@ Result<std::vector<Column>> BatchedPredictor::Predict(const std::vector<const Co
     for (auto& g : impl_->groups) {
       std::vector<const Column*> xs;
       for (std::size_t i : g.members) xs.push_back(inputs[i]);
+      if (!g.dense.empty()) {
+        std::vector<const internal::DenseMlp*> ms;
+        std::vector<Column*> ys;
+        for (std::size_t m = 0; m < g.members.size(); ++m) {
+          MLINK_RETURN_IF_ERROR(xs[m]->Check(g.specs[m].source, "link source"));
+          if (xs[m]->rows() != xs[0]->rows()) return Status::InvalidArgument("input columns differ in row count");
+          ms.push_back(&g.dense[m]);
+          ys.push_back(&out[g.members[m]]);
+        }
+        MLINK_RETURN_IF_ERROR(internal::RunDenseMlps(ms, xs, ys, impl_->threads));
+        continue;
+      }
       MLINK_ASSIGN_OR_RETURN(auto x, internal::PackSources(g.specs, xs, g.dims.din, g.dims.tin, /*borrow=*/true));
       const int64_t n = static_cast<int64_t>(xs[0]->rows());
       if (g.module->seq_target()) {

@@ -1,5 +1,6 @@
 #include "mlink/link/device.h"
 
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 namespace mlink::link {
@@ -7,7 +8,13 @@ namespace mlink::link {
 bool CudaAvailable() { return torch::cuda::is_available(); }
 
 void SetTorchThreads(int threads) {
-  if (threads > 0) torch::set_num_threads(threads);
+  if (threads <= 0) return;
+  torch::set_num_threads(threads);
+  // A LibTorch built against an external threaded BLAS (Debian's) leaves that BLAS's own thread
+  // pool alone; its workers then spin beside ours on small matrices. Cap it where the BLAS has
+  // the usual setter.
+  using SetBlasThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
 }
 
 Result<Device> ResolveDevice(const std::string& name) {

@@ -62,9 +62,12 @@ TargetBatch TargetBatch::To(const torch::Device& d) const {
   return out;
 }
 
-StackedLinkImpl::StackedLinkImpl(std::vector<LinkSpec> specs) : specs_(std::move(specs)) {
+StackedLinkImpl::StackedLinkImpl(std::vector<LinkSpec> specs, std::vector<uint64_t> seeds)
+    : specs_(std::move(specs)) {
   arch_ = ArchOf(specs_.at(0));
   const int64_t L = num_links();
+  TORCH_CHECK(seeds.empty() || static_cast<int64_t>(seeds.size()) == L, "one seed per link expected");
+  for (uint64_t seed : seeds) init_gens_.push_back(at::detail::createCPUGenerator(seed));
   for (const auto& s : specs_) {
     din_ = std::max<int64_t>(din_, s.source.dim);
     vin_ = std::max<int64_t>(vin_, s.source.vocab);
@@ -166,6 +169,7 @@ StackedLinkImpl::StackedLinkImpl(std::vector<LinkSpec> specs) : specs_(std::move
     task_index_ = torch::tensor(task, torch::kLong);
     register_buffer("task_index", task_index_);
   }
+  init_gens_.clear();
 }
 
 torch::Tensor StackedLinkImpl::Add(const std::string& name, std::vector<int64_t> padded,
@@ -178,10 +182,12 @@ torch::Tensor StackedLinkImpl::Add(const std::string& name, std::vector<int64_t>
   for (int64_t l = 0; l < num_links(); ++l) {
     torch::Tensor region = t[l];
     for (std::size_t d = 0; d < true_shapes[l].size(); ++d) region = region.narrow(d, 0, true_shapes[l][d]);
+    c10::optional<torch::Generator> gen;
+    if (!init_gens_.empty()) gen = init_gens_[l];
     if (normal) {
-      region.normal_(0, 1);
+      region.normal_(0, 1, gen);
     } else {
-      region.uniform_(-bounds[l], bounds[l]);
+      region.uniform_(-bounds[l], bounds[l], gen);
     }
   }
   t = register_parameter(name, t);
@@ -221,26 +227,32 @@ torch::Tensor StackedLinkImpl::Embed(const torch::Tensor& tokens, const torch::T
 torch::Tensor StackedLinkImpl::RunLstm(const torch::Tensor& x, const torch::Tensor& mask,
                                        const torch::Tensor& wx, const torch::Tensor& wh,
                                        const torch::Tensor& b, torch::Tensor* h, torch::Tensor* c) const {
+  // Few kernels per step: the links are tiny, so each step's cost is mostly per-op overhead
+  // (forward and autograd), not arithmetic.
   const int64_t L = x.size(0), T = x.size(2), Hd = wh.size(1);
   auto gx = Linear(x, wx, b);  // [L, B, T, 4H]
   auto whv = wh.reshape({L, Hd, 4 * Hd});
   std::vector<torch::Tensor> outs;
   outs.reserve(T);
   for (int64_t t = 0; t < T; ++t) {
-    auto g = gx.select(2, t) + torch::bmm(*h, whv);
-    auto gates = g.chunk(4, -1);
-    auto i = torch::sigmoid(gates[0]);
-    auto f = torch::sigmoid(gates[1]);
-    auto gg = torch::tanh(gates[2]);
-    auto o = torch::sigmoid(gates[3]);
-    auto c_new = f * *c + i * gg;
+    auto g = torch::baddbmm(gx.select(2, t), *h, whv);
+    auto s = torch::sigmoid(g);  // i, f, o used; the g-gate slice is wasted, one kernel instead of three
+    auto i = s.narrow(-1, 0, Hd), f = s.narrow(-1, Hd, Hd), o = s.narrow(-1, 3 * Hd, Hd);
+    auto gg = torch::tanh(g.narrow(-1, 2 * Hd, Hd));
+    auto c_new = torch::addcmul(f * *c, i, gg);
     auto h_new = o * torch::tanh(c_new);
+    if (!mask.defined()) {  // every step real (decoders)
+      *h = h_new;
+      *c = c_new;
+      outs.push_back(h_new);
+      continue;
+    }
     auto m = mask.select(2, t).unsqueeze(-1);
     *h = torch::where(m, h_new, *h);
     *c = torch::where(m, c_new, *c);
     outs.push_back(h_new * m);
   }
-  return torch::stack(outs, 2);
+  return T == 1 ? outs[0].unsqueeze(2) : torch::stack(outs, 2);
 }
 
 torch::Tensor StackedLinkImpl::Mlp(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
@@ -281,8 +293,7 @@ DecoderState StackedLinkImpl::Encode(const SourceBatch& x) {
 
 torch::Tensor StackedLinkImpl::DecodeStep(const torch::Tensor& tokens, DecoderState* st) {
   auto emb = Embed(tokens.unsqueeze(2), dec_embed_);  // [L, B, 1, E]
-  auto mask = torch::ones({emb.size(0), emb.size(1), 1}, tokens.options().dtype(torch::kBool));
-  auto out = RunLstm(emb, mask, dec_wx_, dec_wh_, dec_b_, &st->h, &st->c);
+  auto out = RunLstm(emb, torch::Tensor(), dec_wx_, dec_wh_, dec_b_, &st->h, &st->c);
   return Attend(out, *st).squeeze(2);
 }
 
@@ -306,8 +317,7 @@ torch::Tensor StackedLinkImpl::Forward(const SourceBatch& x, const TargetBatch* 
       auto bos = torch::full({tgt.size(0), tgt.size(1), 1}, kBosToken, tgt.options());
       auto dec_in = torch::cat({bos, tgt.narrow(2, 0, tgt.size(2) - 1)}, 2);
       auto emb = Embed(dec_in, dec_embed_);
-      auto mask = torch::ones(dec_in.sizes(), dec_in.options().dtype(torch::kBool));
-      auto out = RunLstm(emb, mask, dec_wx_, dec_wh_, dec_b_, &st.h, &st.c);
+      auto out = RunLstm(emb, torch::Tensor(), dec_wx_, dec_wh_, dec_b_, &st.h, &st.c);
       return Attend(out, st);
     }
   }

@@ -47,9 +47,11 @@ struct DecoderState {
 
 class StackedLinkImpl : public torch::nn::Module {
  public:
-  // All specs must share the architecture. Parameters are initialised from torch's global RNG
-  // (the caller seeds it); each link with bounds from its own true fan-in.
-  explicit StackedLinkImpl(std::vector<LinkSpec> specs);
+  // All specs must share the architecture. Parameters are initialised with bounds from each
+  // link's own true fan-in, from torch's global RNG (the caller seeds it) or, given one seed
+  // per link, link l from its own generator seeded with seeds[l]: then link l starts exactly as
+  // a single link created with manual_seed(seeds[l]) (Link::Create(spec, seed)) does.
+  explicit StackedLinkImpl(std::vector<LinkSpec> specs, std::vector<uint64_t> seeds = {});
 
   const std::vector<LinkSpec>& specs() const { return specs_; }
   int64_t num_links() const { return static_cast<int64_t>(specs_.size()); }
@@ -95,10 +97,11 @@ class StackedLinkImpl : public torch::nn::Module {
   torch::Tensor Add(const std::string& name, std::vector<int64_t> padded,
                     std::vector<std::vector<int64_t>> true_shapes, const std::vector<double>& bounds,
                     bool normal = false);
+  std::vector<torch::Generator> init_gens_;  // per-link initialisation generators (may be empty)
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
   torch::Tensor Embed(const torch::Tensor& tokens, const torch::Tensor& table) const;
-  // Runs an LSTM over x [L, B, T, In] with mask [L, B, T]; returns outputs [L, B, T, H] and
-  // updates (h, c) to the last real step.
+  // Runs an LSTM over x [L, B, T, In] with mask [L, B, T] (undefined: every step is real);
+  // returns outputs [L, B, T, H] and updates (h, c) to the last real step.
   torch::Tensor RunLstm(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& wx,
                         const torch::Tensor& wh, const torch::Tensor& b, torch::Tensor* h,
                         torch::Tensor* c) const;

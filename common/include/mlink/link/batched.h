@@ -30,7 +30,13 @@ struct PairwiseOptions {
   int embed_dim = 32;
   int lstm_hidden = 64;
   std::vector<std::pair<int, int>> pairs;
-  // Progress: called after every epoch of each stacked group (architecture name, links in it).
+  // Groups trained at the same time, each on its own thread (0 = one per hardware thread). The
+  // results do not depend on it (with dropout the groups train one after another, their masks
+  // coming from one global generator). Each group's ops also use LibTorch's intra-op threads.
+  // One by default: on a machine that is busy with other work, concurrent groups measured slower.
+  int threads = 1;
+  // Progress: called after every epoch of each stacked group (architecture name, links in it);
+  // from the training threads, one call at a time.
   std::function<void(const std::string& arch, int links, int epoch, int epochs, double train_loss)> progress;
 };
 
@@ -43,11 +49,21 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
                                                    const std::vector<Column>& outputs,
                                                    const PairwiseOptions& options);
 
-// Runs many vec2vec-style links (any architecture; grouped internally) on their inputs in one
-// stacked pass per group. inputs[l] feeds links[l]. Outputs as Link::Predict.
+struct BatchedPredictorOptions {
+  // Threads for the vec2vec links (0 = one per hardware thread). The other architectures run
+  // on LibTorch's intra-op threads (SetTorchThreads).
+  int threads = 0;
+};
+
+// Runs many links (any architecture; grouped internally) on their inputs. inputs[l] feeds
+// links[l]; outputs as Link::Predict (up to float rounding). vec2vec links run on a torch-free
+// path (plain float weights, rows in cache-sized blocks, several threads); the other
+// architectures as one stacked LibTorch pass per group. Create copies the links' parameters:
+// later changes to the links are not seen. Predict is const and may run concurrently.
 class BatchedPredictor {
  public:
-  static Result<std::unique_ptr<BatchedPredictor>> Create(const std::vector<const Link*>& links);
+  static Result<std::unique_ptr<BatchedPredictor>> Create(const std::vector<const Link*>& links,
+                                                          const BatchedPredictorOptions& options = {});
   ~BatchedPredictor();
   Result<std::vector<Column>> Predict(const std::vector<const Column*>& inputs) const;
 

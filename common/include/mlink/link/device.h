@@ -18,7 +18,8 @@ struct Device {
 Result<Device> ResolveDevice(const std::string& name);
 // Whether this build's LibTorch can reach a CUDA device now.
 bool CudaAvailable();
-// Sets LibTorch's intra-op thread count (0 leaves the default).
+// Sets LibTorch's intra-op thread count, and that of the BLAS it calls where that has its own
+// pool (0 leaves the defaults). Process-wide.
 void SetTorchThreads(int threads);
 
 }  // namespace mlink::link

@@ -222,7 +222,7 @@ TEST_F(VtestServing, OnlinePoliciesKeepToTheLabelingBudget) {
   o.budget = 0.1;
   o.init_frames = 40;
   o.segment_frames = 100;
-  o.retrain_samples = 10;
+  o.retrain_samples = 20;  // no policy can re-train within the first segment (frames 40-139)
   o.epochs = 10;
   auto r = eval::RunOnlinePolicies(o);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -242,7 +242,7 @@ TEST_F(VtestServing, OnlinePoliciesKeepToTheLabelingBudget) {
   EXPECT_EQ(r->policies[0].retrains, 0);
   EXPECT_DOUBLE_EQ(r->policies[0].sampled_share, 0);
   EXPECT_NEAR(r->policies[1].sampled_share, 0.1, 0.01);  // periodic: 10 of every 100 frames
-  EXPECT_GE(r->policies[1].retrains, 3);
+  EXPECT_GE(r->policies[1].retrains, 2);
   for (int i : {2, 3}) {
     EXPECT_LE(r->policies[i].sampled_share, 0.1 + 3.0 / 440) << r->policies[i].name;
     EXPECT_GE(r->policies[i].sampled_share, 0.05) << r->policies[i].name;

@@ -4,6 +4,7 @@
 // speak of the same link before exchanging parameters. Torch-free on purpose.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -60,7 +61,9 @@ struct LinkSpec {
   OutputFormat target;
   TaskKind task = TaskKind::kSingleLabel;
   RegressionLoss regression_loss = RegressionLoss::kMse;
-  int hidden = 0;         // MLP hidden units; 0 = the paper's default, 2 x target length
+  int hidden = 0;         // MLP hidden units; 0 = the paper's default, 2 x target length, but at
+                          // least kMinDefaultHidden (a 1-value target would get 2 ReLU units,
+                          // and whether both die at the start decides the link: measured)
   double dropout = 0.0;   // dropout on MLP hidden units while training
   int embed_dim = 32;     // token embedding size (sequence sources/targets)
   int lstm_hidden = 64;   // LSTM state size (sequence sources/targets)
@@ -69,7 +72,8 @@ struct LinkSpec {
   std::string ArchName() const;
   // Target length used for the default hidden size: dim, or max_len + 1 for sequences.
   int TargetLength() const;
-  int HiddenUnits() const { return hidden > 0 ? hidden : 2 * TargetLength(); }
+  static constexpr int kMinDefaultHidden = 8;
+  int HiddenUnits() const { return hidden > 0 ? hidden : std::max(kMinDefaultHidden, 2 * TargetLength()); }
 
   // Checks every field; the error names the field and what was expected.
   Status Validate() const;

@@ -73,7 +73,7 @@ class Link(nn.Module):
     def __init__(self, src, tgt, embed=32, lstm=64):
         super().__init__()
         self.src_seq, self.tgt_seq = src["kind"] == "sequence", tgt["kind"] == "sequence"
-        hidden = 2 * (tgt["max_len"] + 1 if self.tgt_seq else tgt["dim"])
+        hidden = max(8, 2 * (tgt["max_len"] + 1 if self.tgt_seq else tgt["dim"]))  # as LinkSpec::HiddenUnits
         if self.src_seq:
             self.enc = SeqEncoder(src["vocab"], embed, lstm)
         if self.tgt_seq:

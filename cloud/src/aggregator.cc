@@ -14,10 +14,10 @@
 #include <thread>
 #include <unordered_map>
 
-#include "http.h"
 #include "mlink/common/flat_params.h"
 #include "mlink/common/log.h"
 #include "mlink/link/link.h"
+#include "mlink/protocol/http_server.h"
 #include "mlink/protocol/transport.h"
 #include "store.h"
 
@@ -128,7 +128,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   std::unique_ptr<Store> store;                    // worker thread only
   std::map<std::string, LinkState> links;          // worker thread only
   std::unique_ptr<protocol::Server> server;
-  std::unique_ptr<HttpServer> http;
+  std::unique_ptr<protocol::HttpServer> http;
   Worker worker;
 
   mutable std::mutex peers_mu;
@@ -572,21 +572,13 @@ Result<std::unique_ptr<Aggregator>> Aggregator::Start(const CloudOptions& option
   so.read_budget_bytes = options.read_budget_bytes;
   MLINK_ASSIGN_OR_RETURN(impl->server, protocol::Server::Start(so, p));
   if (options.http_port > 0) {
-    auto route = [p](const std::string& target, std::string* type, std::string* body) {
-      *type = "text/plain";
-      if (target == "/healthz") {
-        *body = "ok\n";
-        return 200;
-      }
-      if (target == "/metrics") {
-        *type = "text/plain; version=0.0.4";
-        *body = p->Metrics();
-        return 200;
-      }
-      *body = "not found; try /healthz or /metrics\n";
-      return 404;
+    auto route = [p](const protocol::HttpRequest& r) -> protocol::HttpResponse {
+      if (r.method != "GET") return {405, "text/plain", "only GET is served here\n"};
+      if (r.target == "/healthz") return {200, "text/plain", "ok\n"};
+      if (r.target == "/metrics") return {200, "text/plain; version=0.0.4", p->Metrics()};
+      return {404, "text/plain", "not found; try /healthz or /metrics\n"};
     };
-    MLINK_ASSIGN_OR_RETURN(impl->http, HttpServer::Start(options.listen_host, static_cast<uint16_t>(options.http_port), route));
+    MLINK_ASSIGN_OR_RETURN(impl->http, protocol::HttpServer::Start(options.listen_host, static_cast<uint16_t>(options.http_port), route));
   }
   MLOG_INFO("cloud", "aggregator listening")
       .Kv("federation", "wss://" + options.listen_host + ":" + std::to_string(impl->server->port()) + protocol::kFederationPath)

@@ -14,6 +14,8 @@
 #include <random>
 #include <thread>
 
+#include <sys/wait.h>
+
 #include "../support/fed_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/sqlite.h"
@@ -512,6 +514,42 @@ TEST_F(LearnerFederationTest, HttpLabelIntake) {
   auto health = Post(port, "/healthz", "");
   EXPECT_EQ(health.first, 200);
   EXPECT_NE(health.second.find("\"labels\":3"), std::string::npos) << health.second;
+}
+
+// The operator's command: `mlink-edge label import FILE --config site.yaml` stores what matches,
+// names what does not, and refuses a malformed file (exit 2) without storing any of it.
+TEST(LabelImportCommand, StoresMatchingLabelsAndRejectsBadFiles) {
+  const std::string dir = mlink::testing::TempDir("label-import");
+  std::filesystem::create_directories(dir + "/data");
+  {
+    std::vector<ModelInfo> models = {VecModel("motion", 1, link::TaskKind::kRegression)};
+    auto store = SampleStore::Open(dir + "/data/samples.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (int f = 0; f < 10; ++f) ASSERT_TRUE((*store)->Add(models, f, f * 0.1, {Vec({0.5f})}, {true}, false).ok());
+  }
+  std::ofstream(dir + "/site.yaml") << "site: s\ndata_dir: data\nmodels:\n  - {name: motion, kind: mog2}\n"
+                                       "oracle: {model: motion, task: regression, dim: 1}\n";
+  std::ofstream(dir + "/good.csv") << "frame,label\n1,0.5\nt=0.3,0.25\n42,1\n";
+  std::ofstream(dir + "/bad.csv") << "frame,label\n2,0.5\n3,oops\n";
+  auto run = [&](const std::string& file, const std::string& out) {
+    const std::string cmd = std::string(MLINK_EDGE_BIN) + " label import " + dir + "/" + file + " --config " + dir +
+                            "/site.yaml > " + dir + "/" + out + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    std::ifstream in(dir + "/" + out);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return std::make_pair(WEXITSTATUS(rc), text);
+  };
+  auto good = run("good.csv", "good.txt");
+  EXPECT_EQ(good.first, 0) << good.second;
+  EXPECT_NE(good.second.find("stored 2 of 3 labels"), std::string::npos) << good.second;
+  EXPECT_NE(good.second.find("frame 42"), std::string::npos) << good.second;
+  auto bad = run("bad.csv", "bad.txt");
+  EXPECT_EQ(bad.first, 2) << bad.second;
+  EXPECT_NE(bad.second.find("line 3"), std::string::npos) << bad.second;
+  auto store = SampleStore::Open(dir + "/data/samples.db");
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ((*store)->LabelCount(), 2);  // nothing of the bad file was stored
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

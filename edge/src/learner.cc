@@ -25,11 +25,6 @@ const std::vector<std::string> kFederationSchema = {
     "CREATE TABLE globals (link TEXT PRIMARY KEY, round INTEGER NOT NULL, params BLOB NOT NULL);",
 };
 
-link::Column OneRow(const ModelInfo& info, const ModelOutput& o) {
-  if (info.format.kind == link::FormatKind::kVector) return link::Column::Vectors(info.format.dim, o.vec);
-  return link::Column::Sequences({o.tokens});
-}
-
 // Rows [from, to) of a column.
 link::Column Range(const link::Column& c, std::size_t from, std::size_t to) {
   std::vector<std::size_t> idx;
@@ -101,6 +96,7 @@ struct Learner::Impl {
   int64_t new_samples = 0;
   int64_t new_labels = 0;
   std::shared_ptr<const link::Link> oracle_local;  // trained on this site's labels
+  int oracle_source = -1;                          // index of the model the oracle link reads
   struct Fed {
     FederatedLink cfg;
     int source = -1, target = -1;  // model indexes (target -1 = oracle)
@@ -468,10 +464,7 @@ struct Learner::Impl {
   // Trains the local oracle link on the labels (first 80% by frame; the rest validates), fuses it
   // with the global oracle link when there is one, and serves the best of them.
   void TrainOracle(Fed* fed, bool retrain_local) {
-    int src = -1;
-    for (std::size_t i = 0; i < models.size(); ++i) {
-      if (models[i].name == o.oracle.model) src = static_cast<int>(i);
-    }
+    const int src = oracle_source;
     auto rows = store->LabelledRows(models[src], o.oracle.dim);
     if (!rows.ok()) return;
     const std::size_t n = rows->frames.size();
@@ -669,6 +662,7 @@ Result<std::unique_ptr<Learner>> Learner::Start(const std::string& site, const s
   if (o.oracle_enabled && index(o.oracle.model) < 0) {
     return Status::InvalidArgument("site '" + site + "': oracle model '" + o.oracle.model + "' is not one of the site's models");
   }
+  impl->oracle_source = o.oracle_enabled ? index(o.oracle.model) : -1;
   for (const auto& l : o.federation.links) {
     Impl::Fed f;
     f.cfg = l;

@@ -20,12 +20,23 @@ std::vector<int> Sources(int k, int j) {
   return s;
 }
 
+}  // namespace
+
 link::Column OneRow(const ModelInfo& info, const ModelOutput& o) {
   if (info.format.kind == link::FormatKind::kVector) return link::Column::Vectors(info.format.dim, o.vec);
   return link::Column::Sequences({o.tokens});
 }
 
-}  // namespace
+Status LinkServing::AddEnsemble(int j, std::vector<std::unique_ptr<link::Link>> links,
+                                const std::vector<link::Column>& outputs, const link::TrainOptions& options) {
+  std::vector<link::Column> inputs;
+  for (int i : Sources(static_cast<int>(models_.size()), j)) inputs.push_back(outputs[i]);
+  MLINK_ASSIGN_OR_RETURN(auto ens, link::Ensemble::Create(std::move(links)));
+  auto rep = ens->TrainWeights(inputs, outputs[j], options);
+  if (!rep.ok()) return rep.status().WithContext("ensemble for model '" + models_[j].name + "'");
+  ensembles_.push_back(std::move(ens));
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<LinkServing>> LinkServing::Train(const std::vector<ModelInfo>& models,
                                                         const std::vector<link::Column>& outputs,
@@ -45,15 +56,8 @@ Result<std::unique_ptr<LinkServing>> LinkServing::Train(const std::vector<ModelI
   s->models_ = models;
   for (int j = 0; j < k; ++j) {
     std::vector<std::unique_ptr<link::Link>> links;
-    std::vector<link::Column> inputs;
-    for (int i : Sources(k, j)) {
-      links.push_back(std::move(by_pair.at({i, j})));
-      inputs.push_back(outputs[i]);
-    }
-    MLINK_ASSIGN_OR_RETURN(auto ens, link::Ensemble::Create(std::move(links)));
-    auto rep = ens->TrainWeights(inputs, outputs[j], options);
-    if (!rep.ok()) return rep.status().WithContext("ensemble for model '" + models[j].name + "'");
-    s->ensembles_.push_back(std::move(ens));
+    for (int i : Sources(k, j)) links.push_back(std::move(by_pair.at({i, j})));
+    MLINK_RETURN_IF_ERROR(s->AddEnsemble(j, std::move(links), outputs, options));
   }
   return s;
 }
@@ -68,7 +72,6 @@ Result<std::unique_ptr<LinkServing>> LinkServing::Retrain(const std::vector<link
   for (int j = 0; j < k; ++j) {
     const auto src = Sources(k, j);
     std::vector<std::unique_ptr<link::Link>> links;
-    std::vector<link::Column> inputs;
     for (std::size_t n = 0; n < src.size(); ++n) {
       auto l = ensembles_[j]->link(n).Clone();
       const std::string what = "link " + models_[src[n]].name + " -> " + models_[j].name;
@@ -81,12 +84,8 @@ Result<std::unique_ptr<LinkServing>> LinkServing::Retrain(const std::vector<link
         if (!rep.ok()) return rep.status().WithContext(what);
       }
       links.push_back(std::move(l));
-      inputs.push_back(outputs[src[n]]);
     }
-    MLINK_ASSIGN_OR_RETURN(auto ens, link::Ensemble::Create(std::move(links)));
-    auto rep = ens->TrainWeights(inputs, outputs[j], options);
-    if (!rep.ok()) return rep.status().WithContext("ensemble for model '" + models_[j].name + "'");
-    s->ensembles_.push_back(std::move(ens));
+    MLINK_RETURN_IF_ERROR(s->AddEnsemble(j, std::move(links), outputs, options));
   }
   return s;
 }
@@ -112,24 +111,17 @@ Result<std::unique_ptr<LinkServing>> LinkServing::ReplaceLink(int source, int ta
   s->loss_ = loss_;
   for (int j = 0; j < k; ++j) {
     if (j != target) {
-      // Same links, same weights: a copy through serialisation.
-      MLINK_ASSIGN_OR_RETURN(auto copy, link::Ensemble::Deserialize(ensembles_[j]->Serialize()));
-      s->ensembles_.push_back(std::move(copy));
+      s->ensembles_.push_back(ensembles_[j]);  // untouched: shared
       continue;
     }
     std::vector<std::unique_ptr<link::Link>> links;
-    std::vector<link::Column> inputs;
     const auto src = Sources(k, j);
     for (std::size_t n = 0; n < src.size(); ++n) {
       const bool swap = src[n] == source;
       links.push_back(swap ? replacement.Clone() : ensembles_[j]->link(n).Clone());
       if (swap && !s->loss_.empty()) s->loss_[j][n] = nullptr;  // trained on the old link's features
-      inputs.push_back(outputs[src[n]]);
     }
-    MLINK_ASSIGN_OR_RETURN(auto ens, link::Ensemble::Create(std::move(links)));
-    auto rep = ens->TrainWeights(inputs, outputs[j], options);
-    if (!rep.ok()) return rep.status().WithContext("ensemble for model '" + models_[j].name + "'");
-    s->ensembles_.push_back(std::move(ens));
+    MLINK_RETURN_IF_ERROR(s->AddEnsemble(j, std::move(links), outputs, options));
   }
   return s;
 }

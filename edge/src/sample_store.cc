@@ -55,6 +55,11 @@ Result<std::unique_ptr<SampleStore>> SampleStore::Open(const std::string& path, 
   s->options_ = options;
   auto v = s->db_->Migrate(kSchema);
   if (!v.ok()) return v.status().WithContext("sample store " + path);
+  MLINK_ASSIGN_OR_RETURN(auto f, s->db_->Prepare("INSERT INTO frames (frame, ts, sampled) VALUES (?, ?, ?) "
+                                                 "ON CONFLICT (frame) DO UPDATE SET sampled = max(sampled, excluded.sampled)"));
+  MLINK_ASSIGN_OR_RETURN(auto o, s->db_->Prepare("INSERT OR REPLACE INTO outputs (frame, model, value) VALUES (?, ?, ?)"));
+  s->add_frame_ = std::make_unique<sql::Statement>(std::move(f));
+  s->add_output_ = std::make_unique<sql::Statement>(std::move(o));
   return s;
 }
 
@@ -65,10 +70,11 @@ Status SampleStore::Add(const std::vector<ModelInfo>& models, int64_t frame, dou
                                    std::to_string(outputs.size()) + " outputs");
   }
   MLINK_ASSIGN_OR_RETURN(auto txn, sql::Transaction::Begin(db_.get()));
-  MLINK_ASSIGN_OR_RETURN(auto f, db_->Prepare("INSERT INTO frames (frame, ts, sampled) VALUES (?, ?, ?) "
-                                              "ON CONFLICT (frame) DO UPDATE SET sampled = max(sampled, excluded.sampled)"));
+  sql::Statement& f = *add_frame_;
+  sql::Statement& o = *add_output_;
+  f.Reset();  // after a failed run the statement may be mid-way
+  o.Reset();
   MLINK_RETURN_IF_ERROR(f.Bind(1, frame).Bind(2, ts).Bind(3, sampled ? 1 : 0).Run());
-  MLINK_ASSIGN_OR_RETURN(auto o, db_->Prepare("INSERT OR REPLACE INTO outputs (frame, model, value) VALUES (?, ?, ?)"));
   for (std::size_t i = 0; i < models.size(); ++i) {
     if (!ran[i]) continue;
     const bool vec = models[i].format.kind == link::FormatKind::kVector;

@@ -86,6 +86,9 @@ Result<std::unique_ptr<Site>> Site::Create(const EdgeOptions& o) {
     }
   }
   lo.federation.site = o.site;
+  for (std::size_t i = 0; i < s->infos_.size(); ++i) {
+    if (lo.oracle_enabled && s->infos_[i].name == lo.oracle.model) s->oracle_model_ = static_cast<int>(i);
+  }
   MLINK_ASSIGN_OR_RETURN(s->learner_, Learner::Start(o.site, o.data_dir, s->infos_, lo));
   MLINK_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(lo.sampling));
   s->sampler_ = std::make_unique<Sampler>(sampler);
@@ -294,10 +297,7 @@ Result<ServeStats> Site::Run(const std::atomic<bool>* stop, int64_t max_frames) 
     std::vector<float> oracle_value;
     std::string oracle_choice;
     if (auto oracle = learner_->oracle()) {
-      int m = -1;
-      for (std::size_t i = 0; i < k; ++i) {
-        if (infos_[i].name == options_.learning.oracle.model) m = static_cast<int>(i);
-      }
+      const int m = oracle_model_;
       if (m >= 0 && (run[m] || serving_)) {
         auto v = oracle->Predict(outputs[m]);
         if (v.ok()) {

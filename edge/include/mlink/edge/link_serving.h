@@ -15,6 +15,9 @@
 
 namespace mlink::edge {
 
+// One model output as a one-row column of that model's format.
+link::Column OneRow(const ModelInfo& info, const ModelOutput& output);
+
 class LinkServing {
  public:
   // Trains all pairwise links (stacked, see link/batched.h) and each target's ensemble weights on
@@ -68,8 +71,12 @@ class LinkServing {
  private:
   LinkServing() = default;
   std::vector<ModelInfo> models_;
-  // ensembles_[j] has sources {i != j} in increasing order of i.
-  std::vector<std::unique_ptr<link::Ensemble>> ensembles_;
+  // Target j's ensemble of `links` (sources {i != j} in order) with weights trained on `outputs`.
+  Status AddEnsemble(int j, std::vector<std::unique_ptr<link::Link>> links, const std::vector<link::Column>& outputs,
+                     const link::TrainOptions& options);
+  // ensembles_[j] has sources {i != j} in increasing order of i. Never changed once built, so
+  // copies made by ReplaceLink share the ones they do not touch.
+  std::vector<std::shared_ptr<const link::Ensemble>> ensembles_;
   // loss_[j][s]: loss predictor of ensemble j's s-th link (empty unless trained with them).
   std::vector<std::vector<std::shared_ptr<const link::LossPredictor>>> loss_;
 };

@@ -79,6 +79,7 @@ class SampleStore {
   SampleStore() = default;
   Status Evict();
   std::unique_ptr<sql::Database> db_;
+  std::unique_ptr<sql::Statement> add_frame_, add_output_;  // prepared once: Add runs every frame
   SampleStoreOptions options_;
   int64_t adds_since_evict_ = 0;
 };

@@ -63,6 +63,7 @@ class Site {
   std::shared_ptr<const LinkServing> serving_;
   std::unique_ptr<Learner> learner_;
   std::unique_ptr<Sampler> sampler_;
+  int oracle_model_ = -1;                          // index of the model the oracle link reads
   bool performance_known_ = false;                 // false after loading saved links
   std::vector<double> costs_;                      // EMA of measured latency (or declared)
   std::vector<std::vector<double>> performance_;   // EMA of p(g_ij)

@@ -19,6 +19,7 @@
 #include "mlink/link/link.h"
 #include "mlink/protocol/http_server.h"
 #include "mlink/protocol/transport.h"
+#include "status_board.h"
 #include "store.h"
 
 namespace mlink::cloud {
@@ -85,6 +86,22 @@ class Worker {
 
 std::string ReasonLabel(RejectReason r) { return protocol::RejectReasonName(r); }
 
+constexpr int kStatusRoundsKept = 200;  // per link, in memory for the status page
+
+StatusSnapshot::Round HistoryRound(const Store::RoundRecord& h) {
+  StatusSnapshot::Round r;
+  r.round = h.round;
+  r.closed_at = h.closed_at;
+  r.duration_s = h.duration_s;
+  r.opened_at = h.closed_at - h.duration_s;
+  r.received = r.accepted = static_cast<uint64_t>(h.updates);
+  r.rejections_known = false;  // the store keeps what was folded, not what was refused
+  r.samples = h.samples;
+  r.has_metric = h.has_metric;
+  r.metric = h.metric;
+  return r;
+}
+
 }  // namespace
 
 struct Aggregator::Impl : public protocol::ServerHandler {
@@ -141,11 +158,14 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   std::map<std::string, uint64_t> rounds_done;     // by link
   std::map<std::string, uint64_t> round_now;       // by link
   std::map<std::string, double> round_seconds;     // by link, last round
+  // What the status page shows (its own short lock; rendered on the HTTP thread from a snapshot).
+  StatusBoard board;
 
   // ---------------------------------------------------------------- transport callbacks (I/O)
   void OnOpen(const std::shared_ptr<Peer>& peer) override {
     std::lock_guard<std::mutex> lock(peers_mu);
     peers[peer->id()] = PeerState{peer, peer->identity(), false, {}};
+    board.SiteConnected(peer->identity(), peer->remote());
     MLOG_INFO("cloud", "edge connected").Kv("edge", peer->identity()).Kv("remote", peer->remote());
   }
   // Every message joins one FIFO inbox; the worker drains it in order, committing each run of
@@ -161,11 +181,13 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   }
   void OnBadFrame(const std::shared_ptr<Peer>& peer, RejectReason reason, const std::string& why) override {
     CountReject(reason);
+    board.Rejected(peer->identity(), "", ReasonLabel(reason));
     MLOG_WARN("cloud", "bad frame").Kv("edge", peer->identity()).Kv("reason", ReasonLabel(reason)).Kv("detail", why);
   }
   void OnClose(const std::shared_ptr<Peer>& peer, const std::string& why) override {
     std::lock_guard<std::mutex> lock(peers_mu);
     peers.erase(peer->id());
+    board.SiteDisconnected(peer->identity());
     MLOG_INFO("cloud", "edge disconnected").Kv("edge", peer->identity()).Kv("why", why);
   }
 
@@ -177,6 +199,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   void Refuse(const std::shared_ptr<Peer>& peer, const std::string& link, uint64_t round, RejectReason reason,
               const std::string& text) {
     CountReject(reason);
+    board.Rejected(peer->identity(), link, ReasonLabel(reason));
     MLOG_WARN("cloud", "update rejected")
         .Kv("edge", peer->identity())
         .Kv("link", link)
@@ -226,6 +249,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
         continue;
       }
       CountReject(RejectReason::kUnknownType);
+      board.Rejected(peer->identity(), "", ReasonLabel(RejectReason::kUnknownType));
       protocol::Error e;
       e.reason = RejectReason::kUnknownType;
       e.text = std::string("an edge may send Hello and Update, not ") + protocol::MessageTypeName(protocol::TypeOf(m));
@@ -355,6 +379,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     std::vector<Accepted> ok;
     std::set<std::string> keys;
     for (auto& p : *batch) {
+      board.UpdateReceived(p.peer->identity(), p.update.link_id);
       LinkState* l = Validate(p.peer, p.update, &keys);
       if (!l) {
         p.update.delta = {};
@@ -387,6 +412,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
         std::lock_guard<std::mutex> lock(stats_mu);
         ++accepted[a.update->link_id];
       }
+      board.UpdateAccepted(a.stored.edge, a.update->link_id, a.update->samples, a.update->metric);
       protocol::Ack ack;
       ack.link_id = a.update->link_id;
       ack.round = l.round;
@@ -417,6 +443,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     l.contributors.clear();
     l.opened = Clock::now();
     l.deadline = l.opened + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(l.options.round_deadline_s));
+    board.RoundOpened(l.options.id, l.round);
   }
 
   void CloseRound(const std::string& id, LinkState& l) {
@@ -436,6 +463,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     ++l.round;
     ++l.rounds_completed;
     l.last_round_s = secs;
+    board.RoundClosed(id, l.round - 1, secs);
     OpenRound(l);
     {
       std::lock_guard<std::mutex> lock(stats_mu);
@@ -493,10 +521,15 @@ struct Aggregator::Impl : public protocol::ServerHandler {
       l.round = stored.round;
       l.params = std::move(stored.params);
       l.sum.assign(l.params.size(), 0.0);
+      MLINK_ASSIGN_OR_RETURN(auto history, store->History(lo.id, kStatusRoundsKept));
+      std::vector<StatusSnapshot::Round> closed;
+      for (auto it = history.rbegin(); it != history.rend(); ++it) closed.push_back(HistoryRound(*it));
+      board.AddLink(lo, closed);
       OpenRound(l);
       std::size_t recovered = 0;
       MLINK_RETURN_IF_ERROR(store->ForEachUpdate(lo.id, l.round, [&](Store::StoredUpdate u) {
         Fold(l, u.edge, u.samples, u.delta);
+        board.UpdateRecovered(lo.id, u.samples, u.metric);
         ++recovered;
         return Status::Ok();
       }));
@@ -576,7 +609,12 @@ Result<std::unique_ptr<Aggregator>> Aggregator::Start(const CloudOptions& option
       if (r.method != "GET") return {405, "text/plain", "only GET is served here\n"};
       if (r.target == "/healthz") return {200, "text/plain", "ok\n"};
       if (r.target == "/metrics") return {200, "text/plain; version=0.0.4", p->Metrics()};
-      return {404, "text/plain", "not found; try /healthz or /metrics\n"};
+      std::string path = r.target.substr(0, r.target.find('?'));
+      if (path == "/" || path == "/status") {
+        return {200, "text/html; charset=utf-8", RenderStatusHtml(p->board.Snapshot())};
+      }
+      if (path == "/status.json") return {200, "application/json", RenderStatusJson(p->board.Snapshot())};
+      return {404, "text/plain", "not found; try /, /status.json, /healthz or /metrics\n"};
     };
     MLINK_ASSIGN_OR_RETURN(impl->http, protocol::HttpServer::Start(options.listen_host, static_cast<uint16_t>(options.http_port), route));
   }

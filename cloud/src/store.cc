@@ -16,6 +16,10 @@ const std::vector<std::string> kSchema = {
     " received_at REAL NOT NULL, PRIMARY KEY (link, round, edge));"
     "CREATE TABLE rounds (link TEXT NOT NULL, round INTEGER NOT NULL, updates INTEGER NOT NULL,"
     " duration_s REAL NOT NULL, closed_at REAL NOT NULL, PRIMARY KEY (link, round));",
+    // The status page's metric history: per closed round the sample-weighted mean of the metric
+    // the edges reported (NULL: none reported, or a round closed before this column existed).
+    "ALTER TABLE rounds ADD COLUMN metric REAL;"
+    "ALTER TABLE rounds ADD COLUMN samples INTEGER NOT NULL DEFAULT 0;",
 };
 
 double Now() {
@@ -107,24 +111,34 @@ Status Store::CloseRound(const std::string& link, uint64_t round, const std::vec
   up.Bind(3, link).Bind(4, static_cast<int64_t>(round));
   MLINK_RETURN_IF_ERROR(up.Run());
   if (db_->Changes() != 1) return Status::FailedPrecondition("link '" + link + "' is not at round " + std::to_string(round));
+  // The round's metric from its stored updates, before they are deleted: weighted by samples, or
+  // a plain mean when no update carries samples.
+  MLINK_ASSIGN_OR_RETURN(auto hist, db_->Prepare(
+      "INSERT INTO rounds (link, round, updates, duration_s, closed_at, metric, samples)"
+      " SELECT ?1, ?2, ?3, ?4, ?5,"
+      " CASE WHEN SUM(samples) > 0 THEN SUM(metric * samples) / SUM(samples) ELSE AVG(metric) END,"
+      " COALESCE(SUM(samples), 0) FROM updates WHERE link = ?1 AND round = ?2"));
+  MLINK_RETURN_IF_ERROR(hist.Bind(1, link).Bind(2, static_cast<int64_t>(round)).Bind(3, n).Bind(4, duration_s).Bind(5, Now()).Run());
   MLINK_ASSIGN_OR_RETURN(auto del, db_->Prepare("DELETE FROM updates WHERE link = ? AND round = ?"));
   MLINK_RETURN_IF_ERROR(del.Bind(1, link).Bind(2, static_cast<int64_t>(round)).Run());
-  MLINK_ASSIGN_OR_RETURN(auto hist, db_->Prepare("INSERT INTO rounds (link, round, updates, duration_s, closed_at)"
-                                                 " VALUES (?, ?, ?, ?, ?)"));
-  MLINK_RETURN_IF_ERROR(hist.Bind(1, link).Bind(2, static_cast<int64_t>(round)).Bind(3, n).Bind(4, duration_s).Bind(5, Now()).Run());
   return tx.Commit();
 }
 
 Result<std::vector<Store::RoundRecord>> Store::History(const std::string& link, int limit) {
-  MLINK_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT round, updates, duration_s, closed_at FROM rounds WHERE link = ?"
+  MLINK_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT round, updates, duration_s, closed_at, metric, samples FROM rounds"
+                                              " WHERE link = ?"
                                               " ORDER BY round DESC LIMIT ?"));
   q.Bind(1, link).Bind(2, limit);
   std::vector<RoundRecord> out;
   while (true) {
     MLINK_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) break;
-    out.push_back({static_cast<uint64_t>(q.ColumnInt(0)), static_cast<int>(q.ColumnInt(1)), q.ColumnDouble(2),
-                   q.ColumnDouble(3)});
+    RoundRecord r{static_cast<uint64_t>(q.ColumnInt(0)), static_cast<int>(q.ColumnInt(1)), q.ColumnDouble(2),
+                  q.ColumnDouble(3)};
+    r.has_metric = !q.ColumnIsNull(4);
+    r.metric = r.has_metric ? q.ColumnDouble(4) : 0;
+    r.samples = static_cast<uint64_t>(q.ColumnInt(5));
+    out.push_back(r);
   }
   return out;
 }

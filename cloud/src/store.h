@@ -54,7 +54,11 @@ class Store {
     int updates = 0;
     double duration_s = 0;
     double closed_at = 0;  // unix seconds
+    bool has_metric = false;
+    double metric = 0;     // sample-weighted mean of the metric its updates reported
+    uint64_t samples = 0;
   };
+  // The newest `limit` closed rounds of `link`, newest first.
   Result<std::vector<RoundRecord>> History(const std::string& link, int limit);
 
  private:

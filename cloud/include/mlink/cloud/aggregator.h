@@ -11,7 +11,9 @@
 // round with all its acknowledged updates (idempotent by edge, link and round).
 //
 // Threads: the transport's I/O threads only decode and enqueue; validation, SQLite and
-// aggregation run on one worker thread; /healthz and /metrics run on the HTTP thread.
+// aggregation run on one worker thread; /healthz, /metrics and the status page (GET / or /status,
+// and /status.json; rendered from a snapshot of counters taken under a short lock, never waiting
+// for the worker) run on the HTTP thread.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +33,7 @@ class Aggregator {
   void Stop();
 
   uint16_t port() const;       // federation (wss) port actually bound
-  uint16_t http_port() const;  // /healthz and /metrics; 0 if disabled
+  uint16_t http_port() const;  // status page, /healthz, /metrics; 0 if disabled
 
   struct LinkStatus {
     std::string id;

@@ -24,7 +24,7 @@ struct LinkOptions {
 struct CloudOptions {
   std::string listen_host = "127.0.0.1";
   int port = 8443;
-  int http_port = 8080;                      // /healthz, /metrics; 0 disables
+  int http_port = 8080;                      // status page, /healthz, /metrics; 0 disables
   double handshake_timeout_s = 10;
   double idle_timeout_s = 60;
   int io_threads = 2;

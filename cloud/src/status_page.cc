@@ -183,7 +183,8 @@ std::string RenderStatusHtml(const StatusSnapshot& s, const StatusPageOptions& o
   os << "<title>mlink aggregator status</title><style>" << kStyle << "</style></head><body>\n"
      << "<h1>mlink aggregator</h1>\n<p class=\"meta\">As of " << Time(s.now) << " UTC &middot; up "
      << Span(s.now - s.started_at) << " &middot; <span id=\"connected\">" << connected << "</span> of "
-     << s.sites.size() << " known sites connected &middot; " << s.links.size() << " links";
+     << s.sites.size() << " known sites connected &middot; " << s.links.size()
+     << (s.links.size() == 1 ? " link" : " links");
   if (options.refresh_s > 0) os << " &middot; refreshes every " << options.refresh_s << " s";
   os << " &middot; <a href=\"/status.json\">status.json</a> &middot; <a href=\"/metrics\">metrics</a></p>\n";
 

@@ -354,6 +354,10 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     for (float v : u.delta) {
       if (!std::isfinite(v)) return Refuse(peer, u.link_id, u.base_round, RejectReason::kNonFinite, "delta contains NaN or Inf"), nullptr;
     }
+    if (!std::isfinite(u.loss) || !std::isfinite(u.metric)) {  // SQLite would store NULL and fail the batch
+      Refuse(peer, u.link_id, u.base_round, RejectReason::kNonFinite, "loss or metric is NaN or Inf");
+      return nullptr;
+    }
     if (l.options.aggregation == "sample_weighted" && u.samples == 0) {
       Refuse(peer, u.link_id, u.base_round, RejectReason::kMalformed, "sample-weighted links need samples > 0");
       return nullptr;

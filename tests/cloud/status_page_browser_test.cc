@@ -363,5 +363,28 @@ TEST_F(StatusPageBrowserTest, RoundHistoryAndMetricsSurviveARestart) {
   EXPECT_NE(html.find("<polyline"), std::string::npos);
 }
 
+// A NaN metric would poison the plot and, stored as NULL in a NOT NULL column, fail the commit of
+// every update batched with it: it is refused up front with its own reason.
+TEST_F(StatusPageBrowserTest, NonFiniteMetricIsRefusedAndCounted) {
+  auto agg = Aggregator::Start(Options(1));
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  const std::size_t n = (*agg)->GetLink("l1")->params.size();
+  auto a = Join("site-a", (*agg)->port(), 0);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(a->client().Send(Update(n, 0, 10, std::nan(""))).ok());
+  auto rej = a->Next<protocol::Reject>();
+  ASSERT_TRUE(rej);
+  EXPECT_EQ(rej->reason, protocol::RejectReason::kNonFinite) << rej->text;
+  ASSERT_TRUE(a->client().Send(Update(n, 0, 10, 0.5)).ok());
+  ASSERT_TRUE(a->Next<protocol::Ack>());
+  ASSERT_TRUE(a->Next<protocol::GlobalLink>());
+  auto j = nlohmann::json::parse(Body(HttpGet((*agg)->http_port(), "/status.json")));
+  const auto& r0 = j["links"][0]["rounds"][0];
+  EXPECT_EQ(r0["received"], 2);
+  EXPECT_EQ(r0["accepted"], 1);
+  EXPECT_EQ(r0["reject_reasons"]["non_finite"], 1);
+  EXPECT_EQ(r0["metric"], 0.5);
+}
+
 }  // namespace
 }  // namespace mlink::cloud

@@ -20,6 +20,8 @@
 
 #include "../support/fed_support.h"
 #include "mlink/cloud/aggregator.h"
+#include "mlink/common/sqlite.h"
+#include "mlink/link/link.h"
 
 namespace mlink::cloud {
 namespace {
@@ -384,6 +386,49 @@ TEST_F(StatusPageBrowserTest, NonFiniteMetricIsRefusedAndCounted) {
   EXPECT_EQ(r0["accepted"], 1);
   EXPECT_EQ(r0["reject_reasons"]["non_finite"], 1);
   EXPECT_EQ(r0["metric"], 0.5);
+}
+
+// A database written before rounds kept their metric (schema version 1) is upgraded in place;
+// its closed rounds stay in the history with the metric shown as unknown.
+TEST_F(StatusPageBrowserTest, RoundsFromAnOlderStoreShowAnUnknownMetric) {
+  {
+    std::filesystem::create_directories(dir_ + "/data");
+    auto db = sql::Database::Open(dir_ + "/data/aggregator.db");
+    ASSERT_TRUE(db.ok()) << db.status();
+    // The schema as version 1 wrote it.
+    auto v = (*db)->Migrate({
+        "CREATE TABLE links (id TEXT PRIMARY KEY, spec_hash TEXT NOT NULL, round INTEGER NOT NULL,"
+        " params BLOB NOT NULL);"
+        "CREATE TABLE updates (link TEXT NOT NULL, round INTEGER NOT NULL, edge TEXT NOT NULL,"
+        " samples INTEGER NOT NULL, loss REAL NOT NULL, metric REAL NOT NULL, delta BLOB NOT NULL,"
+        " received_at REAL NOT NULL, PRIMARY KEY (link, round, edge));"
+        "CREATE TABLE rounds (link TEXT NOT NULL, round INTEGER NOT NULL, updates INTEGER NOT NULL,"
+        " duration_s REAL NOT NULL, closed_at REAL NOT NULL, PRIMARY KEY (link, round));"});
+    ASSERT_TRUE(v.ok() && *v == 1) << v.status();
+    std::vector<float> params = (*link::Link::Create(Spec(), 7))->GetParams().data;
+    auto ins = (*db)->Prepare("INSERT INTO links (id, spec_hash, round, params) VALUES ('l1', ?, 1, ?)");
+    ASSERT_TRUE(ins.ok());
+    ASSERT_TRUE(ins->Bind(1, Spec().HashHex()).BindBlob(2, params.data(), params.size() * sizeof(float)).Run().ok());
+    ASSERT_TRUE((*db)->Exec("INSERT INTO rounds VALUES ('l1', 0, 2, 1.5, 1795000000)").ok());
+  }
+  auto agg = Aggregator::Start(Options(2));
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  auto j = nlohmann::json::parse(Body(HttpGet((*agg)->http_port(), "/status.json")));
+  const auto& rounds = j["links"][0]["rounds"];
+  ASSERT_EQ(rounds.size(), 2u);
+  EXPECT_EQ(rounds[0]["round"], 0);
+  EXPECT_EQ(rounds[0]["accepted"], 2);
+  EXPECT_EQ(rounds[0]["duration_s"], 1.5);
+  EXPECT_EQ(rounds[0]["closed_at"], 1795000000.0);
+  EXPECT_TRUE(rounds[0]["metric"].is_null());
+  EXPECT_EQ(rounds[1]["round"], 1);
+  EXPECT_EQ(rounds[1]["open"], true);
+  std::string html = Body(HttpGet((*agg)->http_port(), "/"));
+  EXPECT_NE(html.find("<td class=\"l\">2026-11-18 11:06:40</td><td>1.50 s</td><td>2</td><td>2</td><td>&ndash;</td>"
+                      "<td class=\"l off\">not stored</td><td>0</td><td>&ndash;</td></tr>"),
+            std::string::npos)
+      << html;
+  EXPECT_NE(html.find("No closed round with a reported metric yet."), std::string::npos);
 }
 
 }  // namespace

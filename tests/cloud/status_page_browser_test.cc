@@ -89,7 +89,7 @@ int RunChromium(const std::string& dir, const std::string& mode, const std::stri
   static int n = 0;
   std::string profile = dir + "/profile-" + std::to_string(++n);
   std::string cmd = std::string("timeout 90 ") + kChromium +
-                    " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run"
+                    " --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-quic --no-first-run"
                     " --disable-background-networking --disable-component-update --disable-sync"
                     " --user-data-dir=" + profile + " --window-size=1200,900 " + mode + " " + url +
                     " > " + dir + "/chromium.out 2> " + dir + "/chromium.err";

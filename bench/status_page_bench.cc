@@ -59,9 +59,11 @@ int main(int argc, char** argv) {
   }
   double base = Secs(t0) / kEvents;
   g_sink = g_sink + accepted.size();
-  std::printf("{\"bench\":\"status_board_event\",\"events\":%d,\"ours_ns\":%.1f,\"baseline\":\"metrics counter "
-              "(mutex + map increment)\",\"baseline_ns\":%.1f,\"ratio\":%.2f}\n",
-              kEvents, ours * 1e9, base * 1e9, ours / base);
+  std::printf(
+      "{\"bench\":\"status_board_event\",\"events\":%d,\"ours_ns\":%.1f,\"baseline\":\"metrics "
+      "counter "
+      "(mutex + map increment)\",\"baseline_ns\":%.1f,\"ratio\":%.2f}\n",
+      kEvents, ours * 1e9, base * 1e9, ours / base);
 
   // (2) per page view, with a full history: 200 closed rounds per link, a few rejections each
   for (int r = 0; r < 200; ++r) {
@@ -88,10 +90,13 @@ int main(int argc, char** argv) {
     html_bytes = html.size();
     json_bytes = json.size();
   }
-  std::printf("{\"bench\":\"status_page_view\",\"links\":%d,\"rounds_per_link\":200,\"sites\":%d,\"views\":%d,"
-              "\"snapshot_under_lock_us\":%.1f,\"render_html_us\":%.1f,\"render_json_us\":%.1f,\"html_bytes\":%zu,"
-              "\"json_bytes\":%zu,\"ratio_lock_to_page\":%.3f}\n",
-              links, sites, kViews, lock_s / kViews * 1e6, html_s / kViews * 1e6, json_s / kViews * 1e6, html_bytes,
-              json_bytes, lock_s / (lock_s + html_s));
+  std::printf(
+      "{\"bench\":\"status_page_view\",\"links\":%d,\"rounds_per_link\":200,\"sites\":%d,\"views\":"
+      "%d,"
+      "\"snapshot_under_lock_us\":%.1f,\"render_html_us\":%.1f,\"render_json_us\":%.1f,\"html_"
+      "bytes\":%zu,"
+      "\"json_bytes\":%zu,\"ratio_lock_to_page\":%.3f}\n",
+      links, sites, kViews, lock_s / kViews * 1e6, html_s / kViews * 1e6, json_s / kViews * 1e6,
+      html_bytes, json_bytes, lock_s / (lock_s + html_s));
   return 0;
 }

@@ -37,7 +37,8 @@ StatusSnapshot::Site& StatusBoard::Site(const std::string& identity) {
   return s;
 }
 
-void StatusBoard::AddLink(const LinkOptions& link, const std::vector<StatusSnapshot::Round>& history) {
+void StatusBoard::AddLink(const LinkOptions& link,
+                          const std::vector<StatusSnapshot::Round>& history) {
   std::lock_guard<std::mutex> lock(mu_);
   LinkState& l = links_[link.id];
   l.info.id = link.id;
@@ -46,7 +47,8 @@ void StatusBoard::AddLink(const LinkOptions& link, const std::vector<StatusSnaps
   l.info.quorum = link.quorum;
   l.info.deadline_s = link.round_deadline_s;
   l.rounds.clear();
-  std::size_t first = history.size() > options_.rounds_kept ? history.size() - options_.rounds_kept : 0;
+  std::size_t first =
+      history.size() > options_.rounds_kept ? history.size() - options_.rounds_kept : 0;
   for (std::size_t i = first; i < history.size(); ++i) {
     RoundState r;
     r.round = history[i];
@@ -60,7 +62,9 @@ void StatusBoard::RoundOpened(const std::string& link, uint64_t round) {
   if (it == links_.end()) return;
   LinkState& l = it->second;
   l.info.round = round;
-  if (!l.rounds.empty() && l.rounds.back().round.round == round && l.rounds.back().round.closed_at == 0) return;
+  if (!l.rounds.empty() && l.rounds.back().round.round == round &&
+      l.rounds.back().round.closed_at == 0)
+    return;
   RoundState r;
   r.round.round = round;
   r.round.opened_at = Now();
@@ -101,8 +105,8 @@ void StatusBoard::UpdateReceived(const std::string& identity, const std::string&
   if (RoundState* r = OpenRound(link)) ++r->round.received;
 }
 
-void StatusBoard::UpdateAccepted(const std::string& identity, const std::string& link, uint64_t samples,
-                                 double metric) {
+void StatusBoard::UpdateAccepted(const std::string& identity, const std::string& link,
+                                 uint64_t samples, double metric) {
   std::lock_guard<std::mutex> lock(mu_);
   ++Site(identity).accepted;
   auto it = links_.find(link);
@@ -134,7 +138,8 @@ void StatusBoard::UpdateRecovered(const std::string& link, uint64_t samples, dou
   }
 }
 
-void StatusBoard::Rejected(const std::string& identity, const std::string& link, const std::string& reason) {
+void StatusBoard::Rejected(const std::string& identity, const std::string& link,
+                           const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
   ++Site(identity).rejected;
   ++rejected_by_reason_[reason];

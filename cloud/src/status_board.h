@@ -23,8 +23,8 @@ namespace mlink::cloud {
 class StatusBoard {
  public:
   struct Options {
-    std::size_t rounds_kept = 200;        // per link
-    std::function<double()> clock;        // unix seconds; empty = the system clock
+    std::size_t rounds_kept = 200;  // per link
+    std::function<double()> clock;  // unix seconds; empty = the system clock
   };
   StatusBoard();
   explicit StatusBoard(Options options);
@@ -40,7 +40,8 @@ class StatusBoard {
 
   // An update from `identity` for `link`, before validation; then exactly one of the two below.
   void UpdateReceived(const std::string& identity, const std::string& link);
-  void UpdateAccepted(const std::string& identity, const std::string& link, uint64_t samples, double metric);
+  void UpdateAccepted(const std::string& identity, const std::string& link, uint64_t samples,
+                      double metric);
   // Anything refused: an update (link named), a Hello or a bad frame (`link` empty or unknown).
   void Rejected(const std::string& identity, const std::string& link, const std::string& reason);
   // An update of the open round reloaded from the store after a restart (no site counted).
@@ -60,19 +61,19 @@ class StatusBoard {
     void Finish();  // sets round.metric / has_metric from the sums
   };
   struct LinkState {
-    StatusSnapshot::Link info;             // everything but `rounds`
-    std::deque<RoundState> rounds;         // oldest first
+    StatusSnapshot::Link info;      // everything but `rounds`
+    std::deque<RoundState> rounds;  // oldest first
   };
   double Now() const;
-  RoundState* OpenRound(const std::string& link);  // REQUIRES(mu_)
+  RoundState* OpenRound(const std::string& link);           // REQUIRES(mu_)
   StatusSnapshot::Site& Site(const std::string& identity);  // REQUIRES(mu_)
 
   Options options_;
   double started_at_ = 0;
   mutable std::mutex mu_;
-  std::map<std::string, LinkState> links_;                 // GUARDED_BY(mu_)
-  std::map<std::string, StatusSnapshot::Site> sites_;      // GUARDED_BY(mu_)
-  std::map<std::string, uint64_t> rejected_by_reason_;     // GUARDED_BY(mu_)
+  std::map<std::string, LinkState> links_;              // GUARDED_BY(mu_)
+  std::map<std::string, StatusSnapshot::Site> sites_;   // GUARDED_BY(mu_)
+  std::map<std::string, uint64_t> rejected_by_reason_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace mlink::cloud

@@ -14,7 +14,11 @@ namespace {
 // Length of the valid UTF-8 sequence at s[i], or 0 if it is not one.
 std::size_t Utf8Length(std::string_view s, std::size_t i) {
   auto c = static_cast<unsigned char>(s[i]);
-  std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+  std::size_t n = c < 0x80           ? 1
+                  : (c >> 5) == 0x6  ? 2
+                  : (c >> 4) == 0xE  ? 3
+                  : (c >> 3) == 0x1E ? 4
+                                     : 0;
   if (n == 0 || i + n > s.size()) return 0;
   for (std::size_t k = 1; k < n; ++k) {
     if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
@@ -94,11 +98,21 @@ std::string HtmlEscape(std::string_view text) {
     char c = text[i];
     if (n == 1) {
       switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        case '\'': out += "&#39;"; break;
+        case '&':
+          out += "&amp;";
+          break;
+        case '<':
+          out += "&lt;";
+          break;
+        case '>':
+          out += "&gt;";
+          break;
+        case '"':
+          out += "&quot;";
+          break;
+        case '\'':
+          out += "&#39;";
+          break;
         default:
           if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
             out += "\xEF\xBF\xBD";
@@ -132,43 +146,49 @@ std::string RenderMetricPlot(const StatusSnapshot::Link& link, int width, int he
     double pad = hi > lo ? 0.08 * (hi - lo) : std::max(0.05, 0.05 * std::fabs(hi));
     y0 = lo - pad, y1 = hi + pad;
   }
-  auto X = [&](double round) { return x1 > x0 ? left + pw * (round - x0) / (x1 - x0) : left + pw / 2; };
+  auto X = [&](double round) {
+    return x1 > x0 ? left + pw * (round - x0) / (x1 - x0) : left + pw / 2;
+  };
   auto Y = [&](double m) { return top + ph * (1 - (m - y0) / (y1 - y0)); };
 
   std::ostringstream os;
-  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"plot\" width=\"" << width << "\" height=\"" << height
-     << "\" viewBox=\"0 0 " << width << ' ' << height << "\" role=\"img\">"
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"plot\" width=\"" << width
+     << "\" height=\"" << height << "\" viewBox=\"0 0 " << width << ' ' << height
+     << "\" role=\"img\">"
      << "<title>Validation metric of link " << HtmlEscape(link.id) << " over rounds</title>"
      << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
      << "\" fill=\"#fafafa\" stroke=\"#999\"/>";
   for (int i = 0; i <= 4; ++i) {  // horizontal grid and y labels
     double v = y0 + (y1 - y0) * i / 4.0;
     double y = Y(v);
-    os << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << Num(y, 1) << "\" y2=\"" << Num(y, 1)
-       << "\" stroke=\"#e3e3e3\"/>"
-       << "<text x=\"" << left - 6 << "\" y=\"" << Num(y + 4, 1) << "\" font-size=\"11\" text-anchor=\"end\" fill=\"#444\">"
-       << Num(v, 2) << "</text>";
+    os << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << Num(y, 1) << "\" y2=\""
+       << Num(y, 1) << "\" stroke=\"#e3e3e3\"/>"
+       << "<text x=\"" << left - 6 << "\" y=\"" << Num(y + 4, 1)
+       << "\" font-size=\"11\" text-anchor=\"end\" fill=\"#444\">" << Num(v, 2) << "</text>";
   }
   // x ticks: integer rounds, at most 8 labels
   uint64_t a = pts.front()->round, b = pts.back()->round;
   uint64_t step = std::max<uint64_t>(1, (b - a + 7) / 8);
   for (uint64_t r = a; r <= b; r += step) {
     double x = X(static_cast<double>(r));
-    os << "<line x1=\"" << Num(x, 1) << "\" x2=\"" << Num(x, 1) << "\" y1=\"" << top + ph << "\" y2=\"" << top + ph + 4
-       << "\" stroke=\"#999\"/><text x=\"" << Num(x, 1) << "\" y=\"" << top + ph + 16
-       << "\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">" << r << "</text>";
+    os << "<line x1=\"" << Num(x, 1) << "\" x2=\"" << Num(x, 1) << "\" y1=\"" << top + ph
+       << "\" y2=\"" << top + ph + 4 << "\" stroke=\"#999\"/><text x=\"" << Num(x, 1) << "\" y=\""
+       << top + ph + 16 << "\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">" << r
+       << "</text>";
   }
   os << "<text x=\"" << left + pw / 2 << "\" y=\"" << height - 4
      << "\" font-size=\"12\" text-anchor=\"middle\" fill=\"#222\">round</text>"
-     << "<text x=\"12\" y=\"" << top + ph / 2 << "\" font-size=\"12\" text-anchor=\"middle\" fill=\"#222\" "
+     << "<text x=\"12\" y=\"" << top + ph / 2
+     << "\" font-size=\"12\" text-anchor=\"middle\" fill=\"#222\" "
      << "transform=\"rotate(-90 12 " << top + ph / 2 << ")\">metric p</text>";
   os << "<polyline fill=\"none\" stroke=\"" << kPlotColour << "\" stroke-width=\"2.5\" points=\"";
-  for (const auto* p : pts) os << Num(X(static_cast<double>(p->round)), 1) << ',' << Num(Y(p->metric), 1) << ' ';
+  for (const auto* p : pts)
+    os << Num(X(static_cast<double>(p->round)), 1) << ',' << Num(Y(p->metric), 1) << ' ';
   os << "\"/>";
   for (const auto* p : pts) {
-    os << "<circle cx=\"" << Num(X(static_cast<double>(p->round)), 1) << "\" cy=\"" << Num(Y(p->metric), 1)
-       << "\" r=\"3.5\" fill=\"" << kPlotColour << "\"><title>round " << p->round << ": " << Num(p->metric, 4)
-       << "</title></circle>";
+    os << "<circle cx=\"" << Num(X(static_cast<double>(p->round)), 1) << "\" cy=\""
+       << Num(Y(p->metric), 1) << "\" r=\"3.5\" fill=\"" << kPlotColour << "\"><title>round "
+       << p->round << ": " << Num(p->metric, 4) << "</title></circle>";
   }
   os << "</svg>";
   return os.str();
@@ -179,21 +199,26 @@ std::string RenderStatusHtml(const StatusSnapshot& s, const StatusPageOptions& o
   for (const auto& site : s.sites) connected += site.connections > 0 ? 1 : 0;
   std::ostringstream os;
   os << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">";
-  if (options.refresh_s > 0) os << "<meta http-equiv=\"refresh\" content=\"" << options.refresh_s << "\">";
+  if (options.refresh_s > 0)
+    os << "<meta http-equiv=\"refresh\" content=\"" << options.refresh_s << "\">";
   os << "<title>mlink aggregator status</title><style>" << kStyle << "</style></head><body>\n"
      << "<h1>mlink aggregator</h1>\n<p class=\"meta\">As of " << Time(s.now) << " UTC &middot; up "
-     << Span(s.now - s.started_at) << " &middot; <span id=\"connected\">" << connected << "</span> of "
-     << s.sites.size() << " known sites connected &middot; " << s.links.size()
+     << Span(s.now - s.started_at) << " &middot; <span id=\"connected\">" << connected
+     << "</span> of " << s.sites.size() << " known sites connected &middot; " << s.links.size()
      << (s.links.size() == 1 ? " link" : " links");
   if (options.refresh_s > 0) os << " &middot; refreshes every " << options.refresh_s << " s";
-  os << " &middot; <a href=\"/status.json\">status.json</a> &middot; <a href=\"/metrics\">metrics</a></p>\n";
+  os << " &middot; <a href=\"/status.json\">status.json</a> &middot; <a "
+        "href=\"/metrics\">metrics</a></p>\n";
 
   os << "<h2>Sites</h2>\n";
   if (s.sites.empty()) {
-    os << "<p class=\"empty\" id=\"no-sites\">No site has connected since the aggregator started.</p>\n";
+    os << "<p class=\"empty\" id=\"no-sites\">No site has connected since the aggregator "
+          "started.</p>\n";
   } else {
-    os << "<table id=\"sites\"><tr><th class=\"l\">site (certificate CN)</th><th class=\"l\">state</th>"
-          "<th class=\"l\">address</th><th class=\"l\">connected since (UTC)</th><th>updates sent</th>"
+    os << "<table id=\"sites\"><tr><th class=\"l\">site (certificate CN)</th><th "
+          "class=\"l\">state</th>"
+          "<th class=\"l\">address</th><th class=\"l\">connected since (UTC)</th><th>updates "
+          "sent</th>"
           "<th>accepted</th><th>rejected</th></tr>\n";
     for (const auto& site : s.sites) {
       os << "<tr><td class=\"l site\">" << HtmlEscape(site.identity) << "</td><td class=\"l\">";
@@ -204,44 +229,55 @@ std::string RenderStatusHtml(const StatusSnapshot& s, const StatusPageOptions& o
         os << "<span class=\"off\">gone since " << Time(site.last_seen) << "</span>";
       }
       os << "</td><td class=\"l\">" << HtmlEscape(site.address) << "</td><td class=\"l\">"
-         << (site.connections > 0 ? Time(site.connected_since) : "&ndash;") << "</td><td>" << site.updates_sent
-         << "</td><td>" << site.accepted << "</td><td" << (site.rejected ? " class=\"bad\"" : "") << ">"
-         << site.rejected << "</td></tr>\n";
+         << (site.connections > 0 ? Time(site.connected_since) : "&ndash;") << "</td><td>"
+         << site.updates_sent << "</td><td>" << site.accepted << "</td><td"
+         << (site.rejected ? " class=\"bad\"" : "") << ">" << site.rejected << "</td></tr>\n";
     }
     os << "</table>\n";
   }
 
   for (const auto& l : s.links) {
-    os << "<h2>Link <code>" << HtmlEscape(l.id) << "</code> &middot; open round <span class=\"round\">" << l.round
-       << "</span></h2>\n<p class=\"meta\">" << l.rounds_completed << " rounds closed since start, " << l.accepted
-       << " updates accepted, " << l.rejected << " rejected &middot; aggregation " << HtmlEscape(l.aggregation)
-       << " &middot; a round closes at " << l.min_edges << " updates, or after " << Num(l.deadline_s, 0)
-       << " s with at least " << l.quorum << "</p>\n<div class=\"row\"><figure>" << RenderMetricPlot(l)
-       << "<figcaption>Metric p: the link's validation performance that each site reports with its local update "
-          "(the task's metric, e.g. accuracy or IoU, on the site's held-out validation share after local "
-          "training from the round's global link), averaged over the round's accepted updates weighted by their "
+    os << "<h2>Link <code>" << HtmlEscape(l.id)
+       << "</code> &middot; open round <span class=\"round\">" << l.round
+       << "</span></h2>\n<p class=\"meta\">" << l.rounds_completed << " rounds closed since start, "
+       << l.accepted << " updates accepted, " << l.rejected << " rejected &middot; aggregation "
+       << HtmlEscape(l.aggregation) << " &middot; a round closes at " << l.min_edges
+       << " updates, or after " << Num(l.deadline_s, 0) << " s with at least " << l.quorum
+       << "</p>\n<div class=\"row\"><figure>" << RenderMetricPlot(l)
+       << "<figcaption>Metric p: the link's validation performance that each site reports with its "
+          "local update "
+          "(the task's metric, e.g. accuracy or IoU, on the site's held-out validation share after "
+          "local "
+          "training from the round's global link), averaged over the round's accepted updates "
+          "weighted by their "
           "samples. Closed rounds only.</figcaption></figure>\n";
-    os << "<table class=\"rounds\"><tr><th>round</th><th class=\"l\">opened (UTC)</th><th class=\"l\">closed (UTC)</th>"
-          "<th>duration</th><th>received</th><th>accepted</th><th>rejected</th><th class=\"l\">reasons</th>"
+    os << "<table class=\"rounds\"><tr><th>round</th><th class=\"l\">opened (UTC)</th><th "
+          "class=\"l\">closed (UTC)</th>"
+          "<th>duration</th><th>received</th><th>accepted</th><th>rejected</th><th "
+          "class=\"l\">reasons</th>"
           "<th>samples</th><th>metric p</th></tr>\n";
     std::size_t shown = 0;
-    for (auto it = l.rounds.rbegin(); it != l.rounds.rend() && shown < options.rounds_listed; ++it, ++shown) {
+    for (auto it = l.rounds.rbegin(); it != l.rounds.rend() && shown < options.rounds_listed;
+         ++it, ++shown) {
       const auto& r = *it;
       bool open = r.closed_at == 0;
-      os << "<tr data-round=\"" << r.round << "\"><td>" << r.round << "</td><td class=\"l\">" << Time(r.opened_at)
-         << "</td><td class=\"l\">" << (open ? "<span class=\"ok\">open</span>" : Time(r.closed_at)) << "</td><td>"
+      os << "<tr data-round=\"" << r.round << "\"><td>" << r.round << "</td><td class=\"l\">"
+         << Time(r.opened_at) << "</td><td class=\"l\">"
+         << (open ? "<span class=\"ok\">open</span>" : Time(r.closed_at)) << "</td><td>"
          << Span(r.duration_s) << "</td><td>" << r.received << "</td><td>" << r.accepted << "</td>";
       if (r.rejections_known) {
-        os << "<td" << (r.rejected ? " class=\"bad\"" : "") << ">" << r.rejected << "</td><td class=\"l\">"
-           << Reasons(r.reject_reasons) << "</td>";
+        os << "<td" << (r.rejected ? " class=\"bad\"" : "") << ">" << r.rejected
+           << "</td><td class=\"l\">" << Reasons(r.reject_reasons) << "</td>";
       } else {
         os << "<td>&ndash;</td><td class=\"l off\">not stored</td>";
       }
-      os << "<td>" << r.samples << "</td><td>" << (r.has_metric ? Num(r.metric, 4) : "&ndash;") << "</td></tr>\n";
+      os << "<td>" << r.samples << "</td><td>" << (r.has_metric ? Num(r.metric, 4) : "&ndash;")
+         << "</td></tr>\n";
     }
     os << "</table></div>\n";
     if (l.rounds.size() > shown) {
-      os << "<p class=\"meta\">" << l.rounds.size() - shown << " older rounds in the plot and in status.json.</p>\n";
+      os << "<p class=\"meta\">" << l.rounds.size() - shown
+         << " older rounds in the plot and in status.json.</p>\n";
     }
   }
 
@@ -301,7 +337,8 @@ std::string RenderStatusJson(const StatusSnapshot& s) {
                           {"rounds", std::move(rounds)}});
   }
   j["rejected_by_reason"] = s.rejected_by_reason;
-  j["metric"] = "sample-weighted mean of the validation performance p the sites report with their updates";
+  j["metric"] =
+      "sample-weighted mean of the validation performance p the sites report with their updates";
   return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 

@@ -24,38 +24,38 @@ struct StatusSnapshot {
     double last_seen = 0;        // unix seconds, connect or disconnect
     uint64_t updates_sent = 0;   // updates received from it (accepted + rejected)
     uint64_t accepted = 0;
-    uint64_t rejected = 0;       // updates and frames refused, Hello refusals included
+    uint64_t rejected = 0;  // updates and frames refused, Hello refusals included
   };
   struct Round {
     uint64_t round = 0;
-    double opened_at = 0;        // unix seconds; 0 = unknown
-    double closed_at = 0;        // unix seconds; 0 = still open
+    double opened_at = 0;  // unix seconds; 0 = unknown
+    double closed_at = 0;  // unix seconds; 0 = still open
     double duration_s = 0;
-    uint64_t received = 0;       // updates for this link while the round was open
+    uint64_t received = 0;  // updates for this link while the round was open
     uint64_t accepted = 0;
     uint64_t rejected = 0;
     bool rejections_known = true;  // false for rounds loaded from the store (not kept there)
     std::map<std::string, uint64_t> reject_reasons;
-    uint64_t samples = 0;        // over the accepted updates
+    uint64_t samples = 0;  // over the accepted updates
     bool has_metric = false;
-    double metric = 0;           // sample-weighted mean of the edges' reported metric
+    double metric = 0;  // sample-weighted mean of the edges' reported metric
   };
   struct Link {
     std::string id;
-    std::string aggregation;     // "mean" or "sample_weighted"
+    std::string aggregation;  // "mean" or "sample_weighted"
     int min_edges = 0;
     int quorum = 0;
     double deadline_s = 0;
-    uint64_t round = 0;          // the open round
+    uint64_t round = 0;             // the open round
     uint64_t rounds_completed = 0;  // closed since this process started
-    uint64_t accepted = 0;       // since this process started
+    uint64_t accepted = 0;          // since this process started
     uint64_t rejected = 0;
-    std::vector<Round> rounds;   // oldest first; the last one is the open round
+    std::vector<Round> rounds;  // oldest first; the last one is the open round
   };
-  double now = 0;                // unix seconds when the snapshot was taken
+  double now = 0;  // unix seconds when the snapshot was taken
   double started_at = 0;
-  std::vector<Site> sites;       // by identity
-  std::vector<Link> links;       // by id
+  std::vector<Site> sites;                             // by identity
+  std::vector<Link> links;                             // by id
   std::map<std::string, uint64_t> rejected_by_reason;  // everything refused, all links
 };
 
@@ -68,7 +68,7 @@ std::string RenderMetricPlot(const StatusSnapshot::Link& link, int width = 560, 
 inline constexpr const char* kPlotColour = "#d62728";
 
 struct StatusPageOptions {
-  int refresh_s = 5;             // meta refresh; 0 = none
+  int refresh_s = 5;               // meta refresh; 0 = none
   std::size_t rounds_listed = 20;  // most recent rounds in each link's table (the plot shows all)
 };
 std::string RenderStatusHtml(const StatusSnapshot& snapshot, const StatusPageOptions& options = {});

@@ -50,7 +50,8 @@ TEST_F(StatusBoardTest, CountsPerSiteAndPerRoundWithAWeightedMetric) {
   b.UpdateReceived("site-b", "l1");
   b.Rejected("site-b", "l1", "round_not_open");
   b.UpdateReceived("site-a", "l1");
-  b.UpdateAccepted("site-a", "l1", 10, std::numeric_limits<double>::quiet_NaN());  // counted, not averaged
+  b.UpdateAccepted("site-a", "l1", 10,
+                   std::numeric_limits<double>::quiet_NaN());  // counted, not averaged
   now_ = 1006;
   b.SiteDisconnected("site-b");
 
@@ -102,7 +103,8 @@ TEST_F(StatusBoardTest, CountsPerSiteAndPerRoundWithAWeightedMetric) {
   EXPECT_EQ(r1.reject_reasons, (std::map<std::string, uint64_t>{{"round_not_open", 1}}));
   EXPECT_FALSE(r1.has_metric);
   EXPECT_EQ(s.rejected_by_reason,
-            (std::map<std::string, uint64_t>{{"duplicate", 1}, {"round_not_open", 1}, {"version_mismatch", 1}}));
+            (std::map<std::string, uint64_t>{
+                {"duplicate", 1}, {"round_not_open", 1}, {"version_mismatch", 1}}));
 }
 
 TEST_F(StatusBoardTest, MetricIsAPlainMeanWhenNoUpdateCarriesSamples) {

@@ -84,15 +84,17 @@ std::string ReadFile(const std::string& path) {
 
 // Runs headless Chromium on `url` with `mode` ("--dump-dom" or "--screenshot=<png>") and a fresh
 // profile; returns its exit status, with stdout in *out and stderr in *err.
-int RunChromium(const std::string& dir, const std::string& mode, const std::string& url, std::string* out,
-                std::string* err) {
+int RunChromium(const std::string& dir, const std::string& mode, const std::string& url,
+                std::string* out, std::string* err) {
   static int n = 0;
   std::string profile = dir + "/profile-" + std::to_string(++n);
-  std::string cmd = std::string("timeout 90 ") + kChromium +
-                    " --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-quic --no-first-run"
-                    " --disable-background-networking --disable-component-update --disable-sync"
-                    " --user-data-dir=" + profile + " --window-size=1200,900 " + mode + " " + url +
-                    " > " + dir + "/chromium.out 2> " + dir + "/chromium.err";
+  std::string cmd =
+      std::string("timeout 90 ") + kChromium +
+      " --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-quic --no-first-run"
+      " --disable-background-networking --disable-component-update --disable-sync"
+      " --user-data-dir=" +
+      profile + " --window-size=1200,900 " + mode + " " + url + " > " + dir + "/chromium.out 2> " +
+      dir + "/chromium.err";
   int rc = std::system(cmd.c_str());
   *out = ReadFile(dir + "/chromium.out");
   *err = ReadFile(dir + "/chromium.err");
@@ -263,31 +265,42 @@ TEST_F(StatusPageBrowserTest, HeadlessChromiumShowsSitesRoundsCountsAndThePlot) 
   int rc = RunChromium(dir_, "--dump-dom", url, &dom, &err);
   ASSERT_EQ(rc, 0) << "chromium --dump-dom failed (" << rc << "): " << err;
   ASSERT_NE(dom.find("<title>mlink aggregator status</title>"), std::string::npos) << dom;
-  EXPECT_NE(dom.find("<span id=\"connected\">3</span> of 3 known sites connected"), std::string::npos) << dom;
+  EXPECT_NE(dom.find("<span id=\"connected\">3</span> of 3 known sites connected"),
+            std::string::npos)
+      << dom;
   for (const auto& [name, sent, acc, rej] : sites) {
     std::string row = SiteRow(dom, name);
     ASSERT_FALSE(row.empty()) << name << " missing from the DOM:\n" << dom;
-    std::string counts = "<td>" + std::to_string(sent) + "</td><td>" + std::to_string(acc) + "</td><td" +
-                         (rej ? " class=\"bad\"" : "") + ">" + std::to_string(rej) + "</td></tr>";
+    std::string counts = "<td>" + std::to_string(sent) + "</td><td>" + std::to_string(acc) +
+                         "</td><td" + (rej ? " class=\"bad\"" : "") + ">" + std::to_string(rej) +
+                         "</td></tr>";
     EXPECT_NE(row.find("connected"), std::string::npos) << row;
     EXPECT_NE(row.find("127.0.0.1:"), std::string::npos) << row;
     EXPECT_EQ(row.substr(row.size() - counts.size()), counts) << row;
   }
   EXPECT_NE(dom.find("open round <span class=\"round\">3</span>"), std::string::npos);
-  EXPECT_NE(dom.find("3 rounds closed since start, 9 updates accepted, 2 rejected"), std::string::npos);
+  EXPECT_NE(dom.find("3 rounds closed since start, 9 updates accepted, 2 rejected"),
+            std::string::npos);
   // Per round: received, accepted, rejected, reasons, samples, metric (4 decimals).
   char metric[3][16];
   for (int r = 0; r < 3; ++r) std::snprintf(metric[r], sizeof(metric[r]), "%.4f", expected[r]);
   const std::vector<std::string> tails = {
-      std::string("<td>3</td><td>3</td><td>0</td><td class=\"l\"></td><td>60</td><td>") + metric[0] + "</td></tr>",
-      std::string("<td>4</td><td>3</td><td class=\"bad\">1</td><td class=\"l\">duplicate&nbsp;1</td><td>60</td><td>") +
+      std::string("<td>3</td><td>3</td><td>0</td><td class=\"l\"></td><td>60</td><td>") +
+          metric[0] + "</td></tr>",
+      std::string("<td>4</td><td>3</td><td class=\"bad\">1</td><td "
+                  "class=\"l\">duplicate&nbsp;1</td><td>60</td><td>") +
           metric[1] + "</td></tr>",
-      std::string("<td>3</td><td>3</td><td>0</td><td class=\"l\"></td><td>60</td><td>") + metric[2] + "</td></tr>",
-      "<td>1</td><td>0</td><td class=\"bad\">1</td><td class=\"l\">round_not_open&nbsp;1</td><td>0</td><td>–</td></tr>"};
+      std::string("<td>3</td><td>3</td><td>0</td><td class=\"l\"></td><td>60</td><td>") +
+          metric[2] + "</td></tr>",
+      "<td>1</td><td>0</td><td class=\"bad\">1</td><td "
+      "class=\"l\">round_not_open&nbsp;1</td><td>0</td><td>–</td></tr>"};
   for (uint64_t r = 0; r < 4; ++r) {
     std::string row = RoundRow(dom, r);
     ASSERT_FALSE(row.empty()) << "round " << r << " missing from the DOM:\n" << dom;
-    EXPECT_EQ(row.rfind("<tr data-round=\"" + std::to_string(r) + "\"><td>" + std::to_string(r) + "</td>", 0), 0u);
+    EXPECT_EQ(
+        row.rfind("<tr data-round=\"" + std::to_string(r) + "\"><td>" + std::to_string(r) + "</td>",
+                  0),
+        0u);
     EXPECT_EQ(row.substr(row.size() - std::min(row.size(), tails[r].size())), tails[r]) << row;
   }
   EXPECT_NE(RoundRow(dom, 3).find(">open<"), std::string::npos);
@@ -298,8 +311,8 @@ TEST_F(StatusPageBrowserTest, HeadlessChromiumShowsSitesRoundsCountsAndThePlot) 
   std::string out;
   rc = RunChromium(dir_, "--screenshot=" + png, url, &out, &err);
   ASSERT_EQ(rc, 0) << "chromium --screenshot failed (" << rc << "): " << err;
-  if (const char* keep = std::getenv("MLINK_STATUS_SCREENSHOT")) std::filesystem::copy_file(
-      png, keep, std::filesystem::copy_options::overwrite_existing);
+  if (const char* keep = std::getenv("MLINK_STATUS_SCREENSHOT"))
+    std::filesystem::copy_file(png, keep, std::filesystem::copy_options::overwrite_existing);
   cv::Mat img = cv::imread(png, cv::IMREAD_COLOR);
   ASSERT_FALSE(img.empty()) << png << " is not a decodable PNG; chromium said: " << err;
   EXPECT_EQ(img.cols, 1200);
@@ -310,7 +323,8 @@ TEST_F(StatusPageBrowserTest, HeadlessChromiumShowsSitesRoundsCountsAndThePlot) 
       const cv::Vec3b& p = img.at<cv::Vec3b>(y, x);  // BGR
       if (p[0] > 245 && p[1] > 245 && p[2] > 245) ++white;
       if (p[0] < 90 && p[1] < 90 && p[2] < 90) ++dark;  // text
-      if (std::abs(p[2] - 214) <= 24 && std::abs(p[1] - 39) <= 30 && std::abs(p[0] - 40) <= 30) ++plot;
+      if (std::abs(p[2] - 214) <= 24 && std::abs(p[1] - 39) <= 30 && std::abs(p[0] - 40) <= 30)
+        ++plot;
     }
   }
   const double total = static_cast<double>(img.rows) * img.cols;
@@ -351,7 +365,8 @@ TEST_F(StatusPageBrowserTest, RoundHistoryAndMetricsSurviveARestart) {
   EXPECT_EQ(r0["accepted"], 2);
   EXPECT_EQ(r0["samples"], 32);
   EXPECT_DOUBLE_EQ(r0["metric"].get<double>(), (0.25 * 8 + 0.75 * 24) / 32);  // 0.625, from SQLite
-  EXPECT_TRUE(r0["rejected"].is_null()) << "rejections are not stored, so not known after a restart";
+  EXPECT_TRUE(r0["rejected"].is_null())
+      << "rejections are not stored, so not known after a restart";
   const auto& r1 = l["rounds"][1];
   EXPECT_EQ(r1["round"], 1);
   EXPECT_EQ(r1["open"], true);
@@ -359,8 +374,10 @@ TEST_F(StatusPageBrowserTest, RoundHistoryAndMetricsSurviveARestart) {
   EXPECT_EQ(r1["metric"], 0.5);
   std::string html = Body(HttpGet((*agg)->http_port(), "/status"));
   EXPECT_NE(html.find("<tr data-round=\"0\"><td>0</td>"), std::string::npos) << html;
-  EXPECT_NE(html.find("<td>&ndash;</td><td class=\"l off\">not stored</td><td>32</td><td>0.6250</td></tr>"),
-            std::string::npos)
+  EXPECT_NE(
+      html.find(
+          "<td>&ndash;</td><td class=\"l off\">not stored</td><td>32</td><td>0.6250</td></tr>"),
+      std::string::npos)
       << html;
   EXPECT_NE(html.find("<polyline"), std::string::npos);
 }
@@ -396,19 +413,24 @@ TEST_F(StatusPageBrowserTest, RoundsFromAnOlderStoreShowAnUnknownMetric) {
     auto db = sql::Database::Open(dir_ + "/data/aggregator.db");
     ASSERT_TRUE(db.ok()) << db.status();
     // The schema as version 1 wrote it.
-    auto v = (*db)->Migrate({
-        "CREATE TABLE links (id TEXT PRIMARY KEY, spec_hash TEXT NOT NULL, round INTEGER NOT NULL,"
-        " params BLOB NOT NULL);"
-        "CREATE TABLE updates (link TEXT NOT NULL, round INTEGER NOT NULL, edge TEXT NOT NULL,"
-        " samples INTEGER NOT NULL, loss REAL NOT NULL, metric REAL NOT NULL, delta BLOB NOT NULL,"
-        " received_at REAL NOT NULL, PRIMARY KEY (link, round, edge));"
-        "CREATE TABLE rounds (link TEXT NOT NULL, round INTEGER NOT NULL, updates INTEGER NOT NULL,"
-        " duration_s REAL NOT NULL, closed_at REAL NOT NULL, PRIMARY KEY (link, round));"});
+    auto v = (*db)->Migrate(
+        {"CREATE TABLE links (id TEXT PRIMARY KEY, spec_hash TEXT NOT NULL, round INTEGER NOT NULL,"
+         " params BLOB NOT NULL);"
+         "CREATE TABLE updates (link TEXT NOT NULL, round INTEGER NOT NULL, edge TEXT NOT NULL,"
+         " samples INTEGER NOT NULL, loss REAL NOT NULL, metric REAL NOT NULL, delta BLOB NOT NULL,"
+         " received_at REAL NOT NULL, PRIMARY KEY (link, round, edge));"
+         "CREATE TABLE rounds (link TEXT NOT NULL, round INTEGER NOT NULL, updates INTEGER NOT "
+         "NULL,"
+         " duration_s REAL NOT NULL, closed_at REAL NOT NULL, PRIMARY KEY (link, round));"});
     ASSERT_TRUE(v.ok() && *v == 1) << v.status();
     std::vector<float> params = (*link::Link::Create(Spec(), 7))->GetParams().data;
-    auto ins = (*db)->Prepare("INSERT INTO links (id, spec_hash, round, params) VALUES ('l1', ?, 1, ?)");
+    auto ins =
+        (*db)->Prepare("INSERT INTO links (id, spec_hash, round, params) VALUES ('l1', ?, 1, ?)");
     ASSERT_TRUE(ins.ok());
-    ASSERT_TRUE(ins->Bind(1, Spec().HashHex()).BindBlob(2, params.data(), params.size() * sizeof(float)).Run().ok());
+    ASSERT_TRUE(ins->Bind(1, Spec().HashHex())
+                    .BindBlob(2, params.data(), params.size() * sizeof(float))
+                    .Run()
+                    .ok());
     ASSERT_TRUE((*db)->Exec("INSERT INTO rounds VALUES ('l1', 0, 2, 1.5, 1795000000)").ok());
   }
   auto agg = Aggregator::Start(Options(2));
@@ -424,7 +446,8 @@ TEST_F(StatusPageBrowserTest, RoundsFromAnOlderStoreShowAnUnknownMetric) {
   EXPECT_EQ(rounds[1]["round"], 1);
   EXPECT_EQ(rounds[1]["open"], true);
   std::string html = Body(HttpGet((*agg)->http_port(), "/"));
-  EXPECT_NE(html.find("<td class=\"l\">2026-11-18 11:06:40</td><td>1.50 s</td><td>2</td><td>2</td><td>&ndash;</td>"
+  EXPECT_NE(html.find("<td class=\"l\">2026-11-18 11:06:40</td><td>1.50 "
+                      "s</td><td>2</td><td>2</td><td>&ndash;</td>"
                       "<td class=\"l off\">not stored</td><td>0</td><td>&ndash;</td></tr>"),
             std::string::npos)
       << html;

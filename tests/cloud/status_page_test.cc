@@ -8,7 +8,8 @@
 namespace mlink::cloud {
 namespace {
 
-StatusSnapshot::Round Closed(uint64_t round, double opened, double secs, uint64_t accepted, double metric) {
+StatusSnapshot::Round Closed(uint64_t round, double opened, double secs, uint64_t accepted,
+                             double metric) {
   StatusSnapshot::Round r;
   r.round = round;
   r.opened_at = opened;
@@ -52,7 +53,8 @@ StatusSnapshot Sample() {
   l.rounds_completed = 3;
   l.accepted = 6;
   l.rejected = 1;
-  l.rounds = {Closed(0, 1795000012, 4, 2, 0.5), Closed(1, 1795000016, 2.5, 2, 0.6), Closed(2, 1795000019, 3, 2, 0.75)};
+  l.rounds = {Closed(0, 1795000012, 4, 2, 0.5), Closed(1, 1795000016, 2.5, 2, 0.6),
+              Closed(2, 1795000019, 3, 2, 0.75)};
   StatusSnapshot::Round open;
   open.round = 3;
   open.opened_at = 1795000100;
@@ -67,9 +69,16 @@ StatusSnapshot Sample() {
 }
 
 TEST(StatusPageTest, HtmlEscapeNeutralisesMarkupAndBadBytes) {
-  EXPECT_EQ(HtmlEscape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
-  EXPECT_EQ(HtmlEscape("caf\xC3\xA9 \xE2\x86\x92 ok"), "caf\xC3\xA9 \xE2\x86\x92 ok");  // valid UTF-8 kept
-  EXPECT_EQ(HtmlEscape("a\xFF" "b\x01" "c\xC0\xAF"), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD" "c\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(HtmlEscape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+  EXPECT_EQ(HtmlEscape("caf\xC3\xA9 \xE2\x86\x92 ok"),
+            "caf\xC3\xA9 \xE2\x86\x92 ok");  // valid UTF-8 kept
+  EXPECT_EQ(HtmlEscape("a\xFF"
+                       "b\x01"
+                       "c\xC0\xAF"),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD"
+            "c\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(HtmlEscape("\xE2\x86"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // truncated sequence
   EXPECT_EQ(HtmlEscape(""), "");
 }
@@ -81,8 +90,10 @@ TEST(StatusPageTest, EmptyStateIsAValidSelfContainedPage) {
   std::string html = RenderStatusHtml(s);
   EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
   EXPECT_NE(html.find("<meta http-equiv=\"refresh\" content=\"5\">"), std::string::npos);
-  EXPECT_NE(html.find("As of 2026-11-18 11:08:20 UTC &middot; up 1m 40s"), std::string::npos) << html;
-  EXPECT_NE(html.find("<span id=\"connected\">0</span> of 0 known sites connected"), std::string::npos);
+  EXPECT_NE(html.find("As of 2026-11-18 11:08:20 UTC &middot; up 1m 40s"), std::string::npos)
+      << html;
+  EXPECT_NE(html.find("<span id=\"connected\">0</span> of 0 known sites connected"),
+            std::string::npos);
   EXPECT_NE(html.find("No site has connected since the aggregator started."), std::string::npos);
   EXPECT_NE(html.find("Nothing rejected since the aggregator started."), std::string::npos);
   EXPECT_EQ(html.find("<svg"), std::string::npos);
@@ -103,32 +114,45 @@ TEST(StatusPageTest, EmptyStateIsAValidSelfContainedPage) {
 
 TEST(StatusPageTest, SitesRoundsAndReasonsAppearEscaped) {
   std::string html = RenderStatusHtml(Sample());
-  EXPECT_NE(html.find("<span id=\"connected\">1</span> of 2 known sites connected"), std::string::npos);
-  EXPECT_NE(html.find("<tr><td class=\"l site\">site-a</td><td class=\"l\"><span class=\"ok\">connected</span></td>"
-                      "<td class=\"l\">127.0.0.1:40001</td><td class=\"l\">2026-11-18 11:06:52</td><td>4</td>"
-                      "<td>3</td><td class=\"bad\">1</td></tr>"),
-            std::string::npos)
+  EXPECT_NE(html.find("<span id=\"connected\">1</span> of 2 known sites connected"),
+            std::string::npos);
+  EXPECT_NE(
+      html.find(
+          "<tr><td class=\"l site\">site-a</td><td class=\"l\"><span "
+          "class=\"ok\">connected</span></td>"
+          "<td class=\"l\">127.0.0.1:40001</td><td class=\"l\">2026-11-18 11:06:52</td><td>4</td>"
+          "<td>3</td><td class=\"bad\">1</td></tr>"),
+      std::string::npos)
       << html;
   // The hostile identity and address arrive as text, never as markup.
   EXPECT_EQ(html.find("<script"), std::string::npos);
   EXPECT_EQ(html.find("<b>"), std::string::npos);
-  EXPECT_NE(html.find("<td class=\"l site\">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</td>"
-                      "<td class=\"l\"><span class=\"off\">gone since 2026-11-18 11:08:20</span></td>"
-                      "<td class=\"l\">10.0.0.9:5&#39;&lt;b&gt;</td>"),
+  EXPECT_NE(
+      html.find("<td class=\"l site\">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</td>"
+                "<td class=\"l\"><span class=\"off\">gone since 2026-11-18 11:08:20</span></td>"
+                "<td class=\"l\">10.0.0.9:5&#39;&lt;b&gt;</td>"),
+      std::string::npos);
+  EXPECT_NE(html.find("<h2>Link <code>hog-&gt;fullbody</code> &middot; open round <span "
+                      "class=\"round\">3</span></h2>"),
             std::string::npos);
-  EXPECT_NE(html.find("<h2>Link <code>hog-&gt;fullbody</code> &middot; open round <span class=\"round\">3</span></h2>"),
+  EXPECT_NE(html.find("3 rounds closed since start, 6 updates accepted, 1 rejected"),
             std::string::npos);
-  EXPECT_NE(html.find("3 rounds closed since start, 6 updates accepted, 1 rejected"), std::string::npos);
   // Newest round first; the open one says so and counts its rejection by reason.
-  EXPECT_NE(html.find("<tr data-round=\"3\"><td>3</td><td class=\"l\">2026-11-18 11:08:20</td><td class=\"l\">"
-                      "<span class=\"ok\">open</span></td><td>10.0 s</td><td>1</td><td>0</td><td class=\"bad\">1</td>"
-                      "<td class=\"l\">duplicate&nbsp;1</td><td>0</td><td>&ndash;</td></tr>"),
-            std::string::npos)
+  EXPECT_NE(
+      html.find(
+          "<tr data-round=\"3\"><td>3</td><td class=\"l\">2026-11-18 11:08:20</td><td class=\"l\">"
+          "<span class=\"ok\">open</span></td><td>10.0 s</td><td>1</td><td>0</td><td "
+          "class=\"bad\">1</td>"
+          "<td class=\"l\">duplicate&nbsp;1</td><td>0</td><td>&ndash;</td></tr>"),
+      std::string::npos)
       << html;
-  EXPECT_NE(html.find("<tr data-round=\"1\"><td>1</td><td class=\"l\">2026-11-18 11:06:56</td><td class=\"l\">"
-                      "2026-11-18 11:06:58</td><td>2.50 s</td><td>2</td><td>2</td><td>0</td><td class=\"l\"></td>"
-                      "<td>20</td><td>0.6000</td></tr>"),
-            std::string::npos);
+  EXPECT_NE(
+      html.find(
+          "<tr data-round=\"1\"><td>1</td><td class=\"l\">2026-11-18 11:06:56</td><td class=\"l\">"
+          "2026-11-18 11:06:58</td><td>2.50 s</td><td>2</td><td>2</td><td>0</td><td "
+          "class=\"l\"></td>"
+          "<td>20</td><td>0.6000</td></tr>"),
+      std::string::npos);
   EXPECT_LT(html.find("data-round=\"3\""), html.find("data-round=\"0\""));
   EXPECT_NE(html.find("<p id=\"reasons\">duplicate&nbsp;1</p>"), std::string::npos);
   EXPECT_NE(html.find("Metric p: the link's validation performance"), std::string::npos);
@@ -147,7 +171,8 @@ TEST(StatusPageTest, PlotDrawsClosedRoundsOnTheUnitScale) {
   EXPECT_EQ(svg.find("round 3:"), std::string::npos);
   EXPECT_NE(svg.find(">0.00</text>"), std::string::npos);
   EXPECT_NE(svg.find(">1.00</text>"), std::string::npos);
-  EXPECT_NE(svg.find("<title>Validation metric of link hog-&gt;fullbody over rounds</title>"), std::string::npos);
+  EXPECT_NE(svg.find("<title>Validation metric of link hog-&gt;fullbody over rounds</title>"),
+            std::string::npos);
 
   // A metric outside [0, 1] (e.g. regression p = 1 - MAE/MAD < 0) gets a padded scale instead.
   l.rounds = {Closed(4, 1, 1, 1, -0.5), Closed(5, 2, 1, 1, 0.5)};
@@ -156,7 +181,8 @@ TEST(StatusPageTest, PlotDrawsClosedRoundsOnTheUnitScale) {
   EXPECT_NE(svg.find(">-0.58</text>"), std::string::npos);
 
   l.rounds.clear();
-  EXPECT_EQ(RenderMetricPlot(l), "<p class=\"empty\">No closed round with a reported metric yet.</p>");
+  EXPECT_EQ(RenderMetricPlot(l),
+            "<p class=\"empty\">No closed round with a reported metric yet.</p>");
 }
 
 TEST(StatusPageTest, JsonCarriesTheSameData) {

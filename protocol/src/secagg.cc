@@ -544,12 +544,20 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
     ids.push_back(a.client);
   }
   if (!found_self) return Status::FailedPrecondition(who + ": not in the roster");
-  MLINK_RETURN_IF_ERROR(ValidateParams(roster.params, static_cast<uint32_t>(ids.size())));
+  MLINK_RETURN_IF_ERROR(ValidateParams(roster.params, roster.total_clients));
+  const uint32_t n = roster.total_clients;
+  const bool complete = roster.params.degree == 0 || roster.params.degree >= n - 1;
+  const std::size_t degree = complete ? n - 1 : roster.params.degree;
+  if (ids.size() != degree + 1) {
+    return Status::InvalidArgument(who + ": roster has " + std::to_string(ids.size() - 1) +
+                                   " neighbours, the degree is " + std::to_string(degree));
+  }
   params_ = roster.params;
-  const std::vector<uint32_t> nb =
-      NeighbourGraph(ids, params_.degree, params_.graph_seed).at(client_);
+  std::vector<uint32_t> nb;
   for (const AdvertiseKeys& a : roster.clients) {
-    if (Contains(nb, a.client)) neighbours_[a.client] = a;
+    if (a.client == client_) continue;
+    nb.push_back(a.client);
+    neighbours_[a.client] = a;
   }
   MLINK_ASSIGN_OR_RETURN(std::vector<Bytes> b_shares, ShamirSplit(keys_->b, params_.threshold, nb));
   MLINK_ASSIGN_OR_RETURN(std::vector<Bytes> s_shares,
@@ -708,7 +716,7 @@ Status Server::AddAdvertisement(const AdvertiseKeys& m) {
   return Status::Ok();
 }
 
-Result<Roster> Server::CloseAdvertising() {
+Result<std::map<uint32_t, Roster>> Server::CloseAdvertising() {
   if (phase_ != Phase::kAdvertising) return Status::FailedPrecondition(Where(context_) + ": advertising already closed");
   const auto n = static_cast<uint32_t>(roster_.size());
   if (n < min_clients_) {
@@ -716,17 +724,21 @@ Result<Roster> Server::CloseAdvertising() {
                                       " clients advertised keys, " + std::to_string(min_clients_) + " needed");
   }
   MLINK_RETURN_IF_ERROR(ValidateParams(params_, n));
-  Roster r;
-  r.context = context_;
-  r.params = params_;
   std::vector<uint32_t> ids;
-  for (const auto& [id, a] : roster_) {
-    ids.push_back(id);
-    r.clients.push_back(a);
-  }
+  for (const auto& [id, unused] : roster_) ids.push_back(id);
   graph_ = NeighbourGraph(ids, params_.degree, params_.graph_seed);
+  std::map<uint32_t, Roster> out;
+  for (const auto& [id, nb] : graph_) {
+    Roster& r = out[id];
+    r.context = context_;
+    r.params = params_;
+    r.total_clients = n;
+    std::vector<uint32_t> members = nb;
+    members.insert(std::upper_bound(members.begin(), members.end(), id), id);
+    for (uint32_t m : members) r.clients.push_back(roster_.at(m));
+  }
   phase_ = Phase::kSharing;
-  return r;
+  return out;
 }
 
 Status Server::AddShareKeys(const ShareKeys& m) {
@@ -884,9 +896,9 @@ std::size_t WireBytes(const AdvertiseKeys& m) {
   return kFrameOverhead + ContextWire(m.context) + 4 + 8 + m.c_public.size() + 8 + m.s_public.size();
 }
 std::size_t WireBytes(const Roster& m) {
-  // Params: u32 threshold, u32 degree, u64 seed, u32 frac_bits, f64 clip, u32 length; then per
-  // client its index and two keys (the context is sent once).
-  std::size_t n = kFrameOverhead + ContextWire(m.context) + 4 + 4 + 8 + 4 + 8 + 4 + 8;
+  // Params: u32 threshold, u32 degree, u64 seed, u32 frac_bits, f64 clip, u32 length; u32 total
+  // clients; then per client its index and two keys (the context is sent once).
+  std::size_t n = kFrameOverhead + ContextWire(m.context) + 4 + 4 + 8 + 4 + 8 + 4 + 4 + 8;
   for (const AdvertiseKeys& a : m.clients) n += 4 + 8 + a.c_public.size() + 8 + a.s_public.size();
   return n;
 }

@@ -62,9 +62,12 @@ struct Round {
       MLINK_RETURN_IF_ERROR(server->AddAdvertisement(client->Advertise()));
       clients.push_back(std::move(client));
     }
-    MLINK_ASSIGN_OR_RETURN(Roster roster, server->CloseAdvertising());
-    for (auto& c : clients) {
-      MLINK_ASSIGN_OR_RETURN(ShareKeys sk, c->Share(roster));
+    MLINK_ASSIGN_OR_RETURN(auto rosters, server->CloseAdvertising());
+    for (uint32_t c = 1; c <= n; ++c) {
+      if (rosters.at(c).clients.size() != (params.degree == 0 ? n : params.degree + 1)) {
+        return Status::Internal("roster of client " + std::to_string(c) + " has the wrong size");
+      }
+      MLINK_ASSIGN_OR_RETURN(ShareKeys sk, clients[c - 1]->Share(rosters.at(c)));
       MLINK_RETURN_IF_ERROR(server->AddShareKeys(sk));
     }
     MLINK_ASSIGN_OR_RETURN(auto routed, server->CloseSharing());
@@ -96,12 +99,15 @@ void ExpectSumMatches(const AggregateResult& got, const std::vector<uint32_t>& c
   EXPECT_EQ(got.survivors, contributors);
   const std::vector<double> want = FixedPointSum(contributors, p);
   ASSERT_EQ(got.sum.size(), want.size());
+  std::vector<double> plain(p.length, 0.0);
+  for (uint32_t c : contributors) {
+    const std::vector<float> x = InputOf(c, p.length);
+    for (uint32_t i = 0; i < p.length; ++i) plain[i] += x[i];
+  }
   for (uint32_t i = 0; i < p.length; ++i) {
     ASSERT_EQ(got.sum[i], want[i]) << "element " << i;  // exact: the masks cancel mod 2^32
-    double plain = 0;
-    for (uint32_t c : contributors) plain += InputOf(c, p.length)[i];
     // Fixed point rounds each input by at most 2^-17.
-    ASSERT_NEAR(got.sum[i], plain, contributors.size() * std::ldexp(1.0, -17)) << "element " << i;
+    ASSERT_NEAR(got.sum[i], plain[i], contributors.size() * std::ldexp(1.0, -17)) << "element " << i;
   }
 }
 
@@ -279,7 +285,7 @@ struct SharedRound {
   Params params = MakeParams(2, 0, 8);
   std::unique_ptr<Server> server;
   std::vector<std::unique_ptr<Client>> clients;
-  Roster roster;
+  std::map<uint32_t, Roster> rosters;
   std::map<uint32_t, IncomingShares> routed;
 
   void Build(uint32_t n) {
@@ -294,9 +300,9 @@ struct SharedRound {
     }
     auto r = server->CloseAdvertising();
     ASSERT_TRUE(r.ok()) << r.status();
-    roster = *r;
+    rosters = *r;
     for (auto& c : clients) {
-      auto sk = c->Share(roster);
+      auto sk = c->Share(rosters.at(c->Advertise().client));
       ASSERT_TRUE(sk.ok()) << sk.status();
       ASSERT_TRUE(server->AddShareKeys(*sk).ok());
     }
@@ -355,7 +361,7 @@ TEST(SecAggRejectTest, MaterialFromAnotherRoundIsRejected) {
   EXPECT_EQ(now.server->AddMaskedInput(*old_input).code(), StatusCode::kPermissionDenied);
   auto fresh = Client::Create(now.context, 9);
   ASSERT_TRUE(fresh.ok());
-  EXPECT_EQ((*fresh)->Share(old_round.roster).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ((*fresh)->Share(old_round.rosters.at(1)).status().code(), StatusCode::kPermissionDenied);
 }
 
 TEST(SecAggRejectTest, WrongOrReplayedKeysAreRefusedAtAdvertising) {
@@ -388,13 +394,22 @@ TEST(SecAggRejectTest, WrongOrReplayedKeysAreRefusedAtAdvertising) {
   ASSERT_TRUE((*server)->AddAdvertisement((*c)->Advertise()).ok());
   auto roster = (*server)->CloseAdvertising();
   ASSERT_TRUE(roster.ok()) << roster.status();
-  Roster forged = *roster;
+  const Roster& mine = roster->at(3);
+  ASSERT_EQ(mine.clients.size(), 3u);
+  Roster forged = mine;
   forged.clients[2].c_public = forged.clients[0].s_public;
   EXPECT_EQ((*c)->Share(forged).status().code(), StatusCode::kInvalidArgument);  // repeats a key
-  forged = *roster;
+  forged = mine;
   std::swap(forged.clients[2].c_public, forged.clients[2].s_public);
   EXPECT_EQ((*c)->Share(forged).status().code(), StatusCode::kPermissionDenied);
-  EXPECT_TRUE((*c)->Share(*roster).ok());
+  forged = mine;
+  forged.clients.pop_back();  // a neighbour withheld
+  forged.clients.pop_back();
+  EXPECT_EQ((*c)->Share(forged).status().code(), StatusCode::kFailedPrecondition);  // not in it
+  forged = mine;
+  forged.clients.erase(forged.clients.begin());
+  EXPECT_EQ((*c)->Share(forged).status().code(), StatusCode::kInvalidArgument);  // too few neighbours
+  EXPECT_TRUE((*c)->Share(mine).ok());
 }
 
 TEST(SecAggRejectTest, ServerAndClientRefuseOutOfProtocolMessages) {

@@ -6,7 +6,8 @@
 // One Round of one link runs four phases between n clients (edges) and a server (aggregator):
 //
 //   1. AdvertiseKeys: each client sends two fresh X25519 public keys, c (encryption) and
-//      s (masking). The server collects them into a Roster and sends it to every client.
+//      s (masking). The server picks the neighbour graph and sends each client a Roster of its
+//      neighbours' keys.
 //   2. ShareKeys: each client Shamir-shares its s private key and a fresh self-mask seed b,
 //      t-of-k among its k neighbours (the Harary graph of the Roster), and encrypts each
 //      neighbour's pair of shares with AES-256-GCM under a key derived from the c agreement.
@@ -76,11 +77,13 @@ struct AdvertiseKeys {
   Bytes s_public;       // kKeyBytes, mask agreement
 };
 
-// Phase 1 result, server -> every client.
+// Phase 1 result, server -> each client: that client's own entry and its neighbours' (so a
+// client's download grows with its degree, not with the number of clients).
 struct Roster {
   Context context;
   Params params;
-  std::vector<AdvertiseKeys> clients;  // sorted by client index, unique
+  uint32_t total_clients = 0;          // n, for the fixed-point range check
+  std::vector<AdvertiseKeys> clients;  // the recipient and its neighbours, sorted, unique
 };
 
 // Phase 2: one neighbour's shares of the sender's secrets, encrypted to that neighbour.
@@ -171,7 +174,8 @@ class Client {
   const AdvertiseKeys& Advertise() const { return advertise_; }
 
   // Checks the roster (our context, ourselves with our own keys, well-formed distinct keys,
-  // params valid for its size), picks the neighbours and encrypts their shares.
+  // params valid for its size, as many neighbours as the degree says) and encrypts the shares
+  // of our secrets to every other client in it (our neighbours).
   Result<ShareKeys> Share(const Roster& roster);
 
   // Decrypts the shares addressed to us (any failure names the sender: tampered, replayed from
@@ -207,7 +211,8 @@ class Server {
 
   // Phase 1. Errors: another context, client index 0, duplicate index, malformed or weak keys.
   Status AddAdvertisement(const AdvertiseKeys& message);
-  Result<Roster> CloseAdvertising();
+  // One roster per client, by client index.
+  Result<std::map<uint32_t, Roster>> CloseAdvertising();
 
   // Phase 2. Errors: another context, not in the roster, duplicate, shares not addressed to
   // exactly the sender's neighbours.

@@ -1,9 +1,14 @@
 #include "mlink/protocol/secagg.h"
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cmath>
@@ -25,6 +30,26 @@ struct PkeyCtxFree {
 struct CipherCtxFree {
   void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); }
 };
+struct MdCtxFree {
+  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
+};
+struct X509Free {
+  void operator()(X509* p) const { X509_free(p); }
+};
+struct BioFree {
+  void operator()(BIO* p) const { BIO_free(p); }
+};
+struct StoreFree {
+  void operator()(X509_STORE* p) const { X509_STORE_free(p); }
+};
+struct StoreCtxFree {
+  void operator()(X509_STORE_CTX* p) const { X509_STORE_CTX_free(p); }
+};
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+using StorePtr = std::unique_ptr<X509_STORE, StoreFree>;
+using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, StoreCtxFree>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
 using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
@@ -245,6 +270,99 @@ Bytes ShareAad(const Context& context, uint32_t from, uint32_t to) {
   PutU32(&aad, from);
   PutU32(&aad, to);
   return aad;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed advertisements: the edge's TLS identity vouches for its round keys.
+
+Result<X509Ptr> ParseCertificate(const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  X509Ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!cert) {
+    ERR_clear_error();
+    return Status::InvalidArgument("not a PEM certificate");
+  }
+  return cert;
+}
+
+Result<PkeyPtr> ParsePrivateKey(const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  PkeyPtr key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!key) {
+    ERR_clear_error();
+    return Status::InvalidArgument("not a PEM private key");
+  }
+  return key;
+}
+
+// Ed25519/Ed448 sign the message itself; every other key type signs its SHA-256.
+const EVP_MD* DigestFor(EVP_PKEY* key) {
+  const int id = EVP_PKEY_base_id(key);
+  return id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448 ? nullptr : EVP_sha256();
+}
+
+Bytes AdvertisedBytes(const AdvertiseKeys& a) {
+  static const char kLabel[] = "mlink-secagg-advertise-v1";
+  Bytes out(kLabel, kLabel + sizeof(kLabel) - 1);
+  Bytes c = ContextBytes(a.context);
+  out.insert(out.end(), c.begin(), c.end());
+  PutU32(&out, a.client);
+  out.insert(out.end(), a.c_public.begin(), a.c_public.end());
+  out.insert(out.end(), a.s_public.begin(), a.s_public.end());
+  return out;
+}
+
+Result<Bytes> Sign(EVP_PKEY* key, const Bytes& message) {
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  std::size_t len = 0;
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, DigestFor(key), nullptr, key) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &len, message.data(), message.size()) != 1) {
+    return OpensslError("signing the advertised keys");
+  }
+  Bytes sig(len);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &len, message.data(), message.size()) != 1) {
+    return OpensslError("signing the advertised keys");
+  }
+  sig.resize(len);
+  return sig;
+}
+
+// The advertisement's signature verifies with the public key of the certificate it carries.
+Status VerifyAdvertisement(const AdvertiseKeys& a, X509* cert) {
+  EVP_PKEY* key = X509_get0_pubkey(cert);
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  const Bytes message = AdvertisedBytes(a);
+  if (!key || !ctx || a.signature.empty() ||
+      EVP_DigestVerifyInit(ctx.get(), nullptr, DigestFor(key), nullptr, key) != 1 ||
+      EVP_DigestVerify(ctx.get(), a.signature.data(), a.signature.size(), message.data(),
+                       message.size()) != 1) {
+    ERR_clear_error();
+    return Status::PermissionDenied("the signature over its keys does not verify with its certificate");
+  }
+  return Status::Ok();
+}
+
+// Chains `cert` to `ca` for client authentication; returns its subject CN.
+Result<std::string> VerifyClientCertificate(X509* cert, X509* ca) {
+  StorePtr store(X509_STORE_new());
+  StoreCtxPtr ctx(X509_STORE_CTX_new());
+  if (!store || !ctx || X509_STORE_add_cert(store.get(), ca) != 1 ||
+      X509_STORE_CTX_init(ctx.get(), store.get(), cert, nullptr) != 1 ||
+      X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_CLIENT) != 1) {
+    return OpensslError("certificate verification set-up");
+  }
+  if (X509_verify_cert(ctx.get()) != 1) {
+    const int err = X509_STORE_CTX_get_error(ctx.get());
+    ERR_clear_error();
+    return Status::PermissionDenied(std::string("its certificate is not a client certificate of the deployment CA (") +
+                                    X509_verify_cert_error_string(err) + ")");
+  }
+  char cn[257] = {0};
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) <= 0) {
+    ERR_clear_error();
+    return Status::PermissionDenied("its certificate has no subject CN");
+  }
+  return std::string(cn);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,8 +618,25 @@ Client::Client(const Context& context, uint32_t client) : context_(context), cli
 Client::~Client() = default;
 
 Result<std::unique_ptr<Client>> Client::Create(const Context& context, uint32_t client) {
+  ClientOptions options;
+  options.context = context;
+  options.client = client;
+  return Create(options);
+}
+
+Result<std::unique_ptr<Client>> Client::Create(const ClientOptions& options) {
+  const Context& context = options.context;
+  const uint32_t client = options.client;
   if (client == 0) return Status::InvalidArgument("secure aggregation: client index 0 is reserved");
+  if (options.key_pem.empty() != options.certificate_pem.empty()) {
+    return Status::InvalidArgument("secure aggregation: signing needs both key_pem and certificate_pem");
+  }
+  if (!options.ca_pem.empty()) {
+    auto ca = ParseCertificate(options.ca_pem);
+    if (!ca.ok()) return ca.status().WithContext("secure aggregation: ca_pem");
+  }
   std::unique_ptr<Client> c(new Client(context, client));
+  c->ca_pem_ = options.ca_pem;
   c->keys_ = std::make_unique<Keys>();
   MLINK_ASSIGN_OR_RETURN(KeyPair ck, GenerateX25519());
   MLINK_ASSIGN_OR_RETURN(KeyPair sk, GenerateX25519());
@@ -513,6 +648,18 @@ Result<std::unique_ptr<Client>> Client::Create(const Context& context, uint32_t 
   c->advertise_.client = client;
   c->advertise_.c_public = std::move(ck.public_key);
   c->advertise_.s_public = std::move(sk.public_key);
+  if (!options.key_pem.empty()) {
+    auto key = ParsePrivateKey(options.key_pem);
+    if (!key.ok()) return key.status().WithContext("secure aggregation: key_pem");
+    auto cert = ParseCertificate(options.certificate_pem);
+    if (!cert.ok()) return cert.status().WithContext("secure aggregation: certificate_pem");
+    if (X509_check_private_key(cert->get(), key->get()) != 1) {
+      ERR_clear_error();
+      return Status::InvalidArgument("secure aggregation: key_pem does not match certificate_pem");
+    }
+    c->advertise_.certificate_pem = options.certificate_pem;
+    MLINK_ASSIGN_OR_RETURN(c->advertise_.signature, Sign(key->get(), AdvertisedBytes(c->advertise_)));
+  }
   return c;
 }
 
@@ -544,6 +691,21 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
     ids.push_back(a.client);
   }
   if (!found_self) return Status::FailedPrecondition(who + ": not in the roster");
+  if (!ca_pem_.empty()) {
+    MLINK_ASSIGN_OR_RETURN(X509Ptr ca, ParseCertificate(ca_pem_));
+    std::set<std::string> identities;
+    for (const AdvertiseKeys& a : roster.clients) {
+      const std::string entry = who + ": roster entry of client " + std::to_string(a.client);
+      auto cert = ParseCertificate(a.certificate_pem);
+      if (!cert.ok()) return Status::PermissionDenied(entry + " carries no certificate");
+      auto identity = VerifyClientCertificate(cert->get(), ca.get());
+      if (!identity.ok()) return identity.status().WithContext(entry);
+      if (!identities.insert(*identity).second) {
+        return Status::PermissionDenied(entry + ": identity '" + *identity + "' appears twice");
+      }
+      MLINK_RETURN_IF_ERROR(VerifyAdvertisement(a, cert->get()).WithContext(entry));
+    }
+  }
   MLINK_RETURN_IF_ERROR(ValidateParams(roster.params, roster.total_clients));
   const uint32_t n = roster.total_clients;
   const bool complete = roster.params.degree == 0 || roster.params.degree >= n - 1;
@@ -705,6 +867,11 @@ Status Server::AddAdvertisement(const AdvertiseKeys& m) {
         a.s_public == m.c_public) {
       return Status::InvalidArgument(who + " repeat keys of client " + std::to_string(id) + " (replayed)");
     }
+  }
+  if (!m.certificate_pem.empty() || !m.signature.empty()) {
+    auto cert = ParseCertificate(m.certificate_pem);
+    if (!cert.ok()) return Status::PermissionDenied(who + ": signed without a certificate");
+    MLINK_RETURN_IF_ERROR(VerifyAdvertisement(m, cert->get()).WithContext(who));
   }
   // A low-order or malformed point fails an agreement with any key.
   MLINK_ASSIGN_OR_RETURN(KeyPair probe, GenerateX25519());
@@ -893,13 +1060,16 @@ Result<AggregateResult> Server::Finish() {
 }
 
 std::size_t WireBytes(const AdvertiseKeys& m) {
-  return kFrameOverhead + ContextWire(m.context) + 4 + 8 + m.c_public.size() + 8 + m.s_public.size();
+  return kFrameOverhead + ContextWire(m.context) + 4 + 8 + m.c_public.size() + 8 + m.s_public.size() +
+         StrBytes(m.certificate_pem) + 8 + m.signature.size();
 }
 std::size_t WireBytes(const Roster& m) {
   // Params: u32 threshold, u32 degree, u64 seed, u32 frac_bits, f64 clip, u32 length; u32 total
   // clients; then per client its index and two keys (the context is sent once).
   std::size_t n = kFrameOverhead + ContextWire(m.context) + 4 + 4 + 8 + 4 + 8 + 4 + 4 + 8;
-  for (const AdvertiseKeys& a : m.clients) n += 4 + 8 + a.c_public.size() + 8 + a.s_public.size();
+  for (const AdvertiseKeys& a : m.clients) {
+    n += 4 + 8 + a.c_public.size() + 8 + a.s_public.size() + StrBytes(a.certificate_pem) + 8 + a.signature.size();
+  }
   return n;
 }
 std::size_t WireBytes(const ShareKeys& m) {

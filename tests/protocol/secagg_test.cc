@@ -2,8 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <deque>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -463,6 +469,156 @@ TEST(SecAggRejectTest, ServerAndClientRefuseOutOfProtocolMessages) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->dropped, (std::vector<uint32_t>{4}));
   ExpectSumMatches(*result, {1, 2, 3}, r.params);
+}
+
+// Deployment certificates from scripts/gen-certs: a CA with edges site-a..site-c, and a second,
+// unrelated CA with an edge of its own.
+class SecAggSignedTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string((std::filesystem::temp_directory_path() /
+                            ("mlink-secagg-certs-" + std::to_string(::getpid()))).string());
+    std::filesystem::remove_all(*dir_);
+    const std::string gen = std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs ";
+    ASSERT_EQ(std::system((gen + *dir_ + "/ca site-a site-b site-c > /dev/null").c_str()), 0);
+    ASSERT_EQ(std::system((gen + *dir_ + "/rogue site-x > /dev/null").c_str()), 0);
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string Read(const std::string& name) {
+    std::ifstream in(*dir_ + "/" + name);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  static ClientOptions Signed(const Context& ctx, uint32_t client, const std::string& who,
+                              const std::string& ca_dir = "ca") {
+    ClientOptions o;
+    o.context = ctx;
+    o.client = client;
+    o.key_pem = Read(ca_dir + "/" + who + ".key");
+    o.certificate_pem = Read(ca_dir + "/" + who + ".pem");
+    o.ca_pem = Read("ca/ca.pem");
+    return o;
+  }
+  // Creates clients 1..3 as site-a..site-c (each signing and checking), advertises them and
+  // returns client 1's roster.
+  void Advertise(Context ctx) {
+    auto server = Server::Create(ctx, MakeParams(2, 0, 8), 3);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    const char* names[] = {"site-a", "site-b", "site-c"};
+    for (uint32_t c = 1; c <= 3; ++c) {
+      auto client = Client::Create(Signed(ctx, c, names[c - 1]));
+      ASSERT_TRUE(client.ok()) << client.status();
+      ASSERT_FALSE((*client)->Advertise().signature.empty());
+      ASSERT_TRUE(server_->AddAdvertisement((*client)->Advertise()).ok());
+      clients_.push_back(std::move(*client));
+    }
+    auto rosters = server_->CloseAdvertising();
+    ASSERT_TRUE(rosters.ok()) << rosters.status();
+    rosters_ = *rosters;
+  }
+
+  static std::string* dir_;
+  std::unique_ptr<Server> server_;
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::map<uint32_t, Roster> rosters_;
+};
+std::string* SecAggSignedTest::dir_ = nullptr;
+
+TEST_F(SecAggSignedTest, SignedRoundCompletesWithTheExactSum) {
+  const Context ctx{"hog->fullbody", 11};
+  Advertise(ctx);
+  for (auto& c : clients_) {
+    auto sk = c->Share(rosters_.at(c->Advertise().client));
+    ASSERT_TRUE(sk.ok()) << sk.status();
+    ASSERT_TRUE(server_->AddShareKeys(*sk).ok());
+  }
+  auto routed = server_->CloseSharing();
+  ASSERT_TRUE(routed.ok()) << routed.status();
+  for (uint32_t c = 1; c <= 3; ++c) {
+    auto y = clients_[c - 1]->Mask(routed->at(c), InputOf(c, 8));
+    ASSERT_TRUE(y.ok()) << y.status();
+    ASSERT_TRUE(server_->AddMaskedInput(*y).ok());
+  }
+  auto request = server_->CloseMasking();
+  ASSERT_TRUE(request.ok()) << request.status();
+  for (uint32_t c = 1; c <= 3; ++c) {
+    auto r = clients_[c - 1]->Unmask(*request);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(server_->AddUnmaskResponse(*r).ok());
+  }
+  auto result = server_->Finish();
+  ASSERT_TRUE(result.ok()) << result.status();
+  ExpectSumMatches(*result, {1, 2, 3}, MakeParams(2, 0, 8));
+}
+
+TEST_F(SecAggSignedTest, SubstitutedKeysAndForeignIdentitiesAreRefused) {
+  const Context ctx{"hog->fullbody", 12};
+  Advertise(ctx);
+  const Roster& mine = rosters_.at(1);
+  ASSERT_EQ(mine.clients.size(), 3u);
+  auto expect_refused = [&](const Roster& forged, const std::string& why) {
+    auto fresh = Client::Create(Signed(ctx, 1, "site-a"));
+    ASSERT_TRUE(fresh.ok());
+    Roster r = forged;
+    r.clients[0] = (*fresh)->Advertise();  // the fresh client's own entry
+    auto sk = (*fresh)->Share(r);
+    ASSERT_FALSE(sk.ok()) << why;
+    EXPECT_EQ(sk.status().code(), StatusCode::kPermissionDenied) << why << ": " << sk.status();
+    EXPECT_NE(sk.status().message().find(why), std::string::npos) << sk.status();
+  };
+  // A server that puts its own keys in client 2's place, keeping 2's certificate and signature.
+  auto mitm = Client::Create(ctx, 2);
+  ASSERT_TRUE(mitm.ok());
+  Roster forged = mine;
+  forged.clients[1].c_public = (*mitm)->Advertise().c_public;
+  forged.clients[1].s_public = (*mitm)->Advertise().s_public;
+  expect_refused(forged, "roster entry of client 2: the signature over its keys does not verify");
+  // ... or without any certificate.
+  forged.clients[1] = (*mitm)->Advertise();
+  expect_refused(forged, "roster entry of client 2 carries no certificate");
+  // ... or signed with the aggregator's own (server-purpose) certificate, from the same CA.
+  auto as_cloud = Client::Create(Signed(ctx, 2, "cloud"));
+  ASSERT_TRUE(as_cloud.ok()) << as_cloud.status();
+  forged.clients[1] = (*as_cloud)->Advertise();
+  expect_refused(forged, "roster entry of client 2: its certificate is not a client certificate");
+  // ... or by an edge of another CA.
+  auto rogue = Client::Create(Signed(ctx, 2, "site-x", "rogue"));
+  ASSERT_TRUE(rogue.ok()) << rogue.status();
+  forged.clients[1] = (*rogue)->Advertise();
+  expect_refused(forged, "roster entry of client 2: its certificate is not a client certificate");
+  // ... or one identity in two slots (a second key set signed by site-c).
+  auto twin = Client::Create(Signed(ctx, 2, "site-c"));
+  ASSERT_TRUE(twin.ok());
+  forged = mine;
+  forged.clients[1] = (*twin)->Advertise();
+  expect_refused(forged, "identity 'site-c' appears twice");
+  // A signature from another round does not verify in this one.
+  auto old = Client::Create(Signed(Context{"hog->fullbody", 11}, 2, "site-b"));
+  ASSERT_TRUE(old.ok());
+  forged = mine;
+  forged.clients[1] = (*old)->Advertise();
+  forged.clients[1].context = ctx;
+  expect_refused(forged, "roster entry of client 2: the signature over its keys does not verify");
+
+  // The server refuses a signature that does not match the keys, and a key not matching its
+  // certificate is refused when a client is created.
+  auto server = Server::Create(ctx, MakeParams(2, 0, 8), 3);
+  ASSERT_TRUE(server.ok());
+  AdvertiseKeys tampered = clients_[1]->Advertise();
+  tampered.s_public = (*mitm)->Advertise().s_public;
+  EXPECT_EQ((*server)->AddAdvertisement(tampered).code(), StatusCode::kPermissionDenied);
+  EXPECT_TRUE((*server)->AddAdvertisement(clients_[1]->Advertise()).ok());
+  ClientOptions mismatched = Signed(ctx, 4, "site-a");
+  mismatched.key_pem = Read("ca/site-b.key");
+  EXPECT_EQ(Client::Create(mismatched).status().code(), StatusCode::kInvalidArgument);
+
+  // The untouched roster is accepted.
+  EXPECT_TRUE(clients_[0]->Share(mine).ok());
 }
 
 }  // namespace

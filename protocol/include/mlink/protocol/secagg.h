@@ -24,8 +24,12 @@
 // round number), and the keys are fresh per round, so material from another round or link fails
 // to decrypt. Threat model: an honest-but-curious server and any set of clients below the
 // threshold learn nothing about an individual input beyond the sum. The server relays the public
-// keys; without those keys being signed by a key the clients can check (SecAgg's malicious
-// variant), an actively malicious server could substitute keys.
+// keys, so an actively malicious server could substitute its own; against that, a client may
+// sign its advertisement with its TLS identity (the edge certificate's key) and require every
+// roster entry to carry a client certificate from the deployment CA, a distinct identity and a
+// valid signature (ClientOptions), as SecAgg's malicious variant signs its keys. A malicious
+// server can still tell clients different survivor sets (SecAgg's consistency round is not
+// implemented), and the sum itself is what it learns.
 //
 // Everything here is network-independent and torch-free; callers move the message structs.
 // Client and Server are not thread-safe; use one per round from one thread (or strand).
@@ -75,6 +79,11 @@ struct AdvertiseKeys {
   uint32_t client = 0;  // 1..n, assigned by the server; 0 is not a client
   Bytes c_public;       // kKeyBytes, encryption agreement
   Bytes s_public;       // kKeyBytes, mask agreement
+  // Optional: the client's TLS certificate (PEM) and its key's signature (SHA-256) over
+  // "mlink-secagg-advertise-v1" || context || client || c_public || s_public. The server must
+  // check that the certificate is the one its TLS peer presented.
+  std::string certificate_pem;
+  Bytes signature;
 };
 
 // Phase 1 result, server -> each client: that client's own entry and its neighbours' (so a
@@ -162,10 +171,29 @@ Result<std::vector<Bytes>> ShamirSplit(const Bytes& secret, uint32_t threshold,
 // malformed or inconsistent shares).
 Result<Bytes> ShamirCombine(const std::vector<Bytes>& shares, uint32_t threshold);
 
+// A client's TLS identity, used to sign its advertised keys.
+struct Identity {
+  std::string key_pem;          // private key (PEM)
+  std::string certificate_pem;  // its certificate (PEM), issued by the deployment CA
+};
+
+struct ClientOptions {
+  Context context;
+  uint32_t client = 0;  // the index the server assigned (>= 1)
+  // When both are set, the advertisement is signed (the key must match the certificate).
+  std::string key_pem;
+  std::string certificate_pem;
+  // When set, every roster entry must carry a certificate that chains to this CA (PEM) with
+  // client-authentication purpose, an identity (subject CN) no other entry has, and a valid
+  // signature over its keys; otherwise Share fails with PermissionDenied naming the entry.
+  std::string ca_pem;
+};
+
 // One client's side of one round.
 class Client {
  public:
-  // Generates the round's key pairs. `client` is the index the server assigned (>= 1).
+  // Generates the round's key pairs (and signs them when options carry an identity).
+  static Result<std::unique_ptr<Client>> Create(const ClientOptions& options);
   static Result<std::unique_ptr<Client>> Create(const Context& context, uint32_t client);
   ~Client();
   Client(const Client&) = delete;
@@ -193,6 +221,7 @@ class Client {
   enum class Phase { kAdvertised, kShared, kMasked, kDone };
   Context context_;
   uint32_t client_;
+  std::string ca_pem_;
   Phase phase_ = Phase::kAdvertised;
   std::unique_ptr<Keys> keys_;
   AdvertiseKeys advertise_;
@@ -209,7 +238,9 @@ class Server {
   static Result<std::unique_ptr<Server>> Create(const Context& context, const Params& params,
                                                 uint32_t min_clients);
 
-  // Phase 1. Errors: another context, client index 0, duplicate index, malformed or weak keys.
+  // Phase 1. Errors: another context, client index 0, duplicate index, malformed or weak keys,
+  // a signature that does not verify with the certificate carried (the certificate's chain and
+  // its match with the TLS peer are the caller's and the clients' checks).
   Status AddAdvertisement(const AdvertiseKeys& message);
   // One roster per client, by client index.
   Result<std::map<uint32_t, Roster>> CloseAdvertising();

@@ -306,7 +306,6 @@ Bytes AdvertisedBytes(const AdvertiseKeys& a) {
   Bytes out(kLabel, kLabel + sizeof(kLabel) - 1);
   Bytes c = ContextBytes(a.context);
   out.insert(out.end(), c.begin(), c.end());
-  PutU32(&out, a.client);
   out.insert(out.end(), a.c_public.begin(), a.c_public.end());
   out.insert(out.end(), a.s_public.begin(), a.s_public.end());
   return out;
@@ -627,7 +626,6 @@ Result<std::unique_ptr<Client>> Client::Create(const Context& context, uint32_t 
 Result<std::unique_ptr<Client>> Client::Create(const ClientOptions& options) {
   const Context& context = options.context;
   const uint32_t client = options.client;
-  if (client == 0) return Status::InvalidArgument("secure aggregation: client index 0 is reserved");
   if (options.key_pem.empty() != options.certificate_pem.empty()) {
     return Status::InvalidArgument("secure aggregation: signing needs both key_pem and certificate_pem");
   }
@@ -664,11 +662,15 @@ Result<std::unique_ptr<Client>> Client::Create(const ClientOptions& options) {
 }
 
 Result<ShareKeys> Client::Share(const Roster& roster) {
-  const std::string who = "client " + std::to_string(client_) + ", " + Where(context_);
+  const std::string who = "client " + std::to_string(roster.recipient) + ", " + Where(context_);
   if (phase_ != Phase::kAdvertised) return Status::FailedPrecondition(who + ": keys already shared");
   if (roster.context != context_) {
     return Status::PermissionDenied(who + ": roster is for " + Where(roster.context));
   }
+  if (roster.recipient == 0 || (client_ != 0 && roster.recipient != client_)) {
+    return Status::InvalidArgument(who + ": roster is for client " + std::to_string(roster.recipient));
+  }
+  const uint32_t self = roster.recipient;
   neighbours_.clear();
   std::vector<uint32_t> ids;
   std::set<Bytes> keys_seen;
@@ -682,7 +684,7 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
     if (!keys_seen.insert(a.c_public).second || !keys_seen.insert(a.s_public).second) {
       return Status::InvalidArgument(who + ": client " + std::to_string(a.client) + " repeats a key");
     }
-    if (a.client == client_) {
+    if (a.client == self) {
       if (a.c_public != advertise_.c_public || a.s_public != advertise_.s_public) {
         return Status::PermissionDenied(who + ": the roster carries other keys for this client");
       }
@@ -717,7 +719,7 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
   params_ = roster.params;
   std::vector<uint32_t> nb;
   for (const AdvertiseKeys& a : roster.clients) {
-    if (a.client == client_) continue;
+    if (a.client == self) continue;
     nb.push_back(a.client);
     neighbours_[a.client] = a;
   }
@@ -726,20 +728,22 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
                          ShamirSplit(keys_->s_private, params_.threshold, nb));
   ShareKeys out;
   out.context = context_;
-  out.client = client_;
+  out.client = self;
   for (std::size_t i = 0; i < nb.size(); ++i) {
     const uint32_t to = nb[i];
     auto key = EncryptionKey(keys_->c.get(), neighbours_.at(to).c_public, context_);
     if (!key.ok()) return key.status().WithContext(who + ": client " + std::to_string(to) + "'s c key");
     Bytes plain;
     plain.reserve(kSharePlainBytes);
-    PutU32(&plain, client_);
+    PutU32(&plain, self);
     PutU32(&plain, to);
     plain.insert(plain.end(), b_shares[i].begin(), b_shares[i].end());
     plain.insert(plain.end(), s_shares[i].begin(), s_shares[i].end());
-    MLINK_ASSIGN_OR_RETURN(Bytes sealed, Seal(*key, ShareAad(context_, client_, to), plain));
-    out.shares.push_back({client_, to, std::move(sealed)});
+    MLINK_ASSIGN_OR_RETURN(Bytes sealed, Seal(*key, ShareAad(context_, self, to), plain));
+    out.shares.push_back({self, to, std::move(sealed)});
   }
+  client_ = self;
+  advertise_.client = self;
   phase_ = Phase::kShared;
   return out;
 }
@@ -900,6 +904,7 @@ Result<std::map<uint32_t, Roster>> Server::CloseAdvertising() {
     r.context = context_;
     r.params = params_;
     r.total_clients = n;
+    r.recipient = id;
     std::vector<uint32_t> members = nb;
     members.insert(std::upper_bound(members.begin(), members.end(), id), id);
     for (uint32_t m : members) r.clients.push_back(roster_.at(m));

@@ -56,6 +56,9 @@ struct Round {
   uint32_t min_clients = 0;
   std::set<uint32_t> drop_before_mask;
   std::set<uint32_t> silent_in_unmask;
+  // Clients start without an index; the server's caller numbers their advertisements and each
+  // client learns its index from its roster.
+  bool indices_from_roster = false;
 
   std::vector<std::unique_ptr<Client>> clients;  // index i holds client i + 1
   std::unique_ptr<Server> server;
@@ -64,8 +67,13 @@ struct Round {
   Result<AggregateResult> Run() {
     MLINK_ASSIGN_OR_RETURN(server, Server::Create(context, params, min_clients));
     for (uint32_t c = 1; c <= n; ++c) {
-      MLINK_ASSIGN_OR_RETURN(auto client, Client::Create(context, c));
-      MLINK_RETURN_IF_ERROR(server->AddAdvertisement(client->Advertise()));
+      MLINK_ASSIGN_OR_RETURN(auto client, Client::Create(context, indices_from_roster ? 0 : c));
+      AdvertiseKeys advertised = client->Advertise();
+      if (indices_from_roster) {
+        if (advertised.client != 0) return Status::Internal("an unnumbered client advertised an index");
+        advertised.client = c;
+      }
+      MLINK_RETURN_IF_ERROR(server->AddAdvertisement(advertised));
       clients.push_back(std::move(client));
     }
     MLINK_ASSIGN_OR_RETURN(auto rosters, server->CloseAdvertising());
@@ -74,6 +82,7 @@ struct Round {
         return Status::Internal("roster of client " + std::to_string(c) + " has the wrong size");
       }
       MLINK_ASSIGN_OR_RETURN(ShareKeys sk, clients[c - 1]->Share(rosters.at(c)));
+      if (clients[c - 1]->Advertise().client != c) return Status::Internal("the client did not take its index");
       MLINK_RETURN_IF_ERROR(server->AddShareKeys(sk));
     }
     MLINK_ASSIGN_OR_RETURN(auto routed, server->CloseSharing());
@@ -242,6 +251,18 @@ TEST(SecAggRoundTest, SparseGraphRecoversClientsDroppedAfterSharingAndSilentSurv
   ASSERT_TRUE(result.ok()) << result.status();
   ExpectSumMatches(*result, Range(30, {3, 4, 17}), r.params);
   EXPECT_EQ(result->dropped, (std::vector<uint32_t>{3, 4, 17}));
+}
+
+TEST(SecAggRoundTest, ClientsLearnServerAssignedIndicesFromTheirRosters) {
+  Round r;
+  r.params = MakeParams(3, 4, 100);
+  r.n = 9;
+  r.min_clients = 7;
+  r.indices_from_roster = true;
+  r.drop_before_mask = {5};
+  auto result = r.Run();
+  ASSERT_TRUE(result.ok()) << result.status();
+  ExpectSumMatches(*result, Range(9, {5}), r.params);
 }
 
 TEST(SecAggRoundTest, SurvivesDropsDownToTheThresholdAndFailsClearlyBelow) {

@@ -76,12 +76,15 @@ struct Params {
 // Phase 1, client -> server.
 struct AdvertiseKeys {
   Context context;
-  uint32_t client = 0;  // 1..n, assigned by the server; 0 is not a client
+  // 1..n. The server assigns it (a client may send 0 and learn its index from its Roster);
+  // the server's caller sets it before AddAdvertisement.
+  uint32_t client = 0;
   Bytes c_public;       // kKeyBytes, encryption agreement
   Bytes s_public;       // kKeyBytes, mask agreement
   // Optional: the client's TLS certificate (PEM) and its key's signature (SHA-256) over
   // "mlink-secagg-advertise-v1" || context || client || c_public || s_public. The server must
-  // check that the certificate is the one its TLS peer presented.
+  // check that the certificate is the one its TLS peer presented. The index is not signed:
+  // the certificate is the identity, the index only a label within the round.
   std::string certificate_pem;
   Bytes signature;
 };
@@ -92,6 +95,7 @@ struct Roster {
   Context context;
   Params params;
   uint32_t total_clients = 0;          // n, for the fixed-point range check
+  uint32_t recipient = 0;              // the index of the client this roster is for
   std::vector<AdvertiseKeys> clients;  // the recipient and its neighbours, sorted, unique
 };
 
@@ -179,7 +183,7 @@ struct Identity {
 
 struct ClientOptions {
   Context context;
-  uint32_t client = 0;  // the index the server assigned (>= 1)
+  uint32_t client = 0;  // the index the server assigned, or 0: learnt from the Roster
   // When both are set, the advertisement is signed (the key must match the certificate).
   std::string key_pem;
   std::string certificate_pem;

@@ -2,8 +2,8 @@
 // In-process and single-threaded: every edge's client and the server run one after another on
 // one core, with no network, so round_ms is the total compute a round adds (the sum over all
 // parties), and client_ms / server_ms split it. Bytes are per edge, both directions, as the
-// frames would carry them (protocol::Encode for the plain Update and GlobalLink; secagg::WireBytes
-// for the secure-aggregation messages, plus the same GlobalLink broadcast).
+// frames carry them (protocol::Encode for the plain Update and GlobalLink; secagg::WireBytes, the
+// payload encoding in a frame, for the secure-aggregation messages, plus the same GlobalLink).
 // Plain round: each edge encodes its Update; the server decodes and folds each delta into the sum.
 // Secure round (SecAgg with the SecAgg+ Harary graph): degree k = 2 ceil(log2 K) (all others when
 // that is >= K - 1), threshold k/2 + 1; `dropout` edges share keys and then send no input, so the

@@ -443,9 +443,6 @@ bool Contains(const std::vector<uint32_t>& sorted, uint32_t v) {
   return std::binary_search(sorted.begin(), sorted.end(), v);
 }
 
-std::size_t StrBytes(const std::string& s) { return 8 + s.size(); }
-std::size_t ContextWire(const Context& c) { return StrBytes(c.link_id) + 8; }
-constexpr std::size_t kFrameOverhead = 12 + 1;  // header + endianness marker
 
 }  // namespace
 
@@ -1064,39 +1061,333 @@ Result<AggregateResult> Server::Finish() {
   return result;
 }
 
-std::size_t WireBytes(const AdvertiseKeys& m) {
-  return kFrameOverhead + ContextWire(m.context) + 4 + 8 + m.c_public.size() + 8 + m.s_public.size() +
-         StrBytes(m.certificate_pem) + 8 + m.signature.size();
-}
-std::size_t WireBytes(const Roster& m) {
-  // Params: u32 threshold, u32 degree, u64 seed, u32 frac_bits, f64 clip, u32 length; u32 total
-  // clients; then per client its index and two keys (the context is sent once).
-  std::size_t n = kFrameOverhead + ContextWire(m.context) + 4 + 4 + 8 + 4 + 8 + 4 + 4 + 8;
-  for (const AdvertiseKeys& a : m.clients) {
-    n += 4 + 8 + a.c_public.size() + 8 + a.s_public.size() + StrBytes(a.certificate_pem) + 8 + a.signature.size();
+// ---------------------------------------------------------------------------------------------
+// Payload encoding.
+
+namespace {
+
+enum class Kind : uint8_t {
+  kAdvertiseKeys = 1,
+  kRoster = 2,
+  kShareKeys = 3,
+  kIncomingShares = 4,
+  kMaskedInput = 5,
+  kUnmaskRequest = 6,
+  kUnmaskResponse = 7,
+};
+
+class Writer {
+ public:
+  void U8(uint8_t v) { out_.push_back(v); }
+  void U32(uint32_t v) { PutU32(&out_, v); }
+  void U64(uint64_t v) { PutU64(&out_, v); }
+  void F64(double v) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    U64(bits);
   }
-  return n;
+  void Blob(const uint8_t* data, std::size_t n) {
+    U64(n);
+    out_.insert(out_.end(), data, data + n);
+  }
+  void Blob(const Bytes& b) { Blob(b.data(), b.size()); }
+  void Str(const std::string& s) { Blob(reinterpret_cast<const uint8_t*>(s.data()), s.size()); }
+  void Context(const secagg::Context& c) {
+    Str(c.link_id);
+    U64(c.round);
+  }
+  Bytes Take() { return std::move(out_); }
+
+ private:
+  Bytes out_;
+};
+
+class Reader {
+ public:
+  Reader(const uint8_t* data, std::size_t size, const PayloadLimits& limits)
+      : p_(data), left_(size), limits_(limits) {}
+  const PayloadLimits& limits() const { return limits_; }
+  std::size_t left() const { return left_; }
+
+  Status U8(const char* field, uint8_t* v) {
+    MLINK_RETURN_IF_ERROR(Need(field, 1));
+    *v = *p_;
+    Skip(1);
+    return Status::Ok();
+  }
+  Status U32(const char* field, uint32_t* v) {
+    MLINK_RETURN_IF_ERROR(Need(field, 4));
+    *v = GetU32(p_);
+    Skip(4);
+    return Status::Ok();
+  }
+  Status U64(const char* field, uint64_t* v) {
+    MLINK_RETURN_IF_ERROR(Need(field, 8));
+    *v = GetU64(p_);
+    Skip(8);
+    return Status::Ok();
+  }
+  Status F64(const char* field, double* v) {
+    uint64_t bits = 0;
+    MLINK_RETURN_IF_ERROR(U64(field, &bits));
+    std::memcpy(v, &bits, sizeof bits);
+    return Status::Ok();
+  }
+  // A count of entries of at least `min_entry` bytes each.
+  Status Count(const char* field, std::size_t limit, std::size_t min_entry, std::size_t* n) {
+    uint64_t raw = 0;
+    MLINK_RETURN_IF_ERROR(U64(field, &raw));
+    if (raw > limit) {
+      return Status::OutOfRange(std::string(field) + " has " + std::to_string(raw) + ", limit " + std::to_string(limit));
+    }
+    if (raw > left_ / min_entry) {
+      return Status::InvalidArgument(std::string("truncated payload: ") + field + " claims " + std::to_string(raw) +
+                                     " but only " + std::to_string(left_) + " bytes are left");
+    }
+    *n = static_cast<std::size_t>(raw);
+    return Status::Ok();
+  }
+  Status Blob(const char* field, std::size_t limit, Bytes* out) {
+    std::size_t n = 0;
+    MLINK_RETURN_IF_ERROR(Count(field, limit, 1, &n));
+    out->assign(p_, p_ + n);
+    Skip(n);
+    return Status::Ok();
+  }
+  Status Str(const char* field, std::size_t limit, std::string* out) {
+    std::size_t n = 0;
+    MLINK_RETURN_IF_ERROR(Count(field, limit, 1, &n));
+    out->assign(reinterpret_cast<const char*>(p_), n);
+    Skip(n);
+    return Status::Ok();
+  }
+  Status Context(secagg::Context* c) {
+    MLINK_RETURN_IF_ERROR(Str("link_id", limits_.max_string, &c->link_id));
+    return U64("round", &c->round);
+  }
+
+ private:
+  Status Need(const char* field, std::size_t n) const {
+    if (left_ >= n) return Status::Ok();
+    return Status::InvalidArgument(std::string("truncated payload at ") + field);
+  }
+  void Skip(std::size_t n) {
+    p_ += n;
+    left_ -= n;
+  }
+  const uint8_t* p_;
+  std::size_t left_;
+  const PayloadLimits& limits_;
+};
+
+// An advertisement's fields after the context (also a roster entry).
+void WriteKeys(Writer& w, const AdvertiseKeys& a) {
+  w.U32(a.client);
+  w.Blob(a.c_public);
+  w.Blob(a.s_public);
+  w.Str(a.certificate_pem);
+  w.Blob(a.signature);
 }
-std::size_t WireBytes(const ShareKeys& m) {
-  std::size_t n = kFrameOverhead + ContextWire(m.context) + 4 + 8;
-  for (const EncryptedShare& e : m.shares) n += 4 + 4 + 8 + e.ciphertext.size();
-  return n;
+Status ReadKeys(Reader& r, AdvertiseKeys* a) {
+  const std::size_t blob = r.limits().max_blob;
+  MLINK_RETURN_IF_ERROR(r.U32("client", &a->client));
+  MLINK_RETURN_IF_ERROR(r.Blob("c_public", blob, &a->c_public));
+  MLINK_RETURN_IF_ERROR(r.Blob("s_public", blob, &a->s_public));
+  MLINK_RETURN_IF_ERROR(r.Str("certificate_pem", blob, &a->certificate_pem));
+  return r.Blob("signature", blob, &a->signature);
 }
-std::size_t WireBytes(const IncomingShares& m) {
-  std::size_t n = kFrameOverhead + ContextWire(m.context) + 4 + 8;
-  for (const EncryptedShare& e : m.shares) n += 4 + 4 + 8 + e.ciphertext.size();
-  return n;
+constexpr std::size_t kMinKeysBytes = 4 + 4 * 8;
+
+void WriteShares(Writer& w, uint32_t client, const std::vector<EncryptedShare>& shares) {
+  w.U32(client);
+  w.U64(shares.size());
+  for (const EncryptedShare& e : shares) {
+    w.U32(e.from);
+    w.U32(e.to);
+    w.Blob(e.ciphertext);
+  }
 }
-std::size_t WireBytes(const MaskedInput& m) {
-  return kFrameOverhead + ContextWire(m.context) + 4 + 8 + 4 * m.masked.size();
+Status ReadShares(Reader& r, uint32_t* client, std::vector<EncryptedShare>* shares) {
+  MLINK_RETURN_IF_ERROR(r.U32("client", client));
+  std::size_t n = 0;
+  MLINK_RETURN_IF_ERROR(r.Count("shares", r.limits().max_entries, 4 + 4 + 8, &n));
+  shares->resize(n);
+  for (EncryptedShare& e : *shares) {
+    MLINK_RETURN_IF_ERROR(r.U32("from", &e.from));
+    MLINK_RETURN_IF_ERROR(r.U32("to", &e.to));
+    MLINK_RETURN_IF_ERROR(r.Blob("ciphertext", r.limits().max_blob, &e.ciphertext));
+  }
+  return Status::Ok();
 }
-std::size_t WireBytes(const UnmaskRequest& m) {
-  return kFrameOverhead + ContextWire(m.context) + 8 + 4 * m.survivors.size();
+
+void WriteWords(Writer& w, const std::vector<uint32_t>& words) {
+  w.U64(words.size());
+  for (uint32_t v : words) w.U32(v);
 }
-std::size_t WireBytes(const UnmaskResponse& m) {
-  std::size_t n = kFrameOverhead + ContextWire(m.context) + 4 + 8;
-  for (const RevealedShare& s : m.shares) n += 4 + 1 + 8 + s.share.size();
-  return n;
+Status ReadWords(Reader& r, const char* field, std::size_t limit, std::vector<uint32_t>* out) {
+  std::size_t n = 0;
+  MLINK_RETURN_IF_ERROR(r.Count(field, limit, 4, &n));
+  out->resize(n);
+  for (uint32_t& v : *out) MLINK_RETURN_IF_ERROR(r.U32(field, &v));
+  return Status::Ok();
 }
+
+struct Save {
+  Writer& w;
+  void operator()(const AdvertiseKeys& m) {
+    w.U8(static_cast<uint8_t>(Kind::kAdvertiseKeys));
+    w.Context(m.context);
+    WriteKeys(w, m);
+  }
+  void operator()(const Roster& m) {
+    w.U8(static_cast<uint8_t>(Kind::kRoster));
+    w.Context(m.context);
+    const Params& p = m.params;
+    w.U32(p.threshold);
+    w.U32(p.degree);
+    w.U64(p.graph_seed);
+    w.U32(p.frac_bits);
+    w.F64(p.clip);
+    w.U32(p.length);
+    w.U32(m.total_clients);
+    w.U32(m.recipient);
+    w.U64(m.clients.size());
+    for (const AdvertiseKeys& a : m.clients) WriteKeys(w, a);  // each in the roster's context
+  }
+  void operator()(const ShareKeys& m) {
+    w.U8(static_cast<uint8_t>(Kind::kShareKeys));
+    w.Context(m.context);
+    WriteShares(w, m.client, m.shares);
+  }
+  void operator()(const IncomingShares& m) {
+    w.U8(static_cast<uint8_t>(Kind::kIncomingShares));
+    w.Context(m.context);
+    WriteShares(w, m.client, m.shares);
+  }
+  void operator()(const MaskedInput& m) {
+    w.U8(static_cast<uint8_t>(Kind::kMaskedInput));
+    w.Context(m.context);
+    w.U32(m.client);
+    WriteWords(w, m.masked);
+  }
+  void operator()(const UnmaskRequest& m) {
+    w.U8(static_cast<uint8_t>(Kind::kUnmaskRequest));
+    w.Context(m.context);
+    WriteWords(w, m.survivors);
+  }
+  void operator()(const UnmaskResponse& m) {
+    w.U8(static_cast<uint8_t>(Kind::kUnmaskResponse));
+    w.Context(m.context);
+    w.U32(m.client);
+    w.U64(m.shares.size());
+    for (const RevealedShare& s : m.shares) {
+      w.U32(s.owner);
+      w.U8(s.is_mask_key ? 1 : 0);
+      w.Blob(s.share);
+    }
+  }
+};
+
+Result<Message> ParseBody(Kind kind, const secagg::Context& context, Reader& r) {
+  const PayloadLimits& l = r.limits();
+  switch (kind) {
+    case Kind::kAdvertiseKeys: {
+      AdvertiseKeys m;
+      m.context = context;
+      MLINK_RETURN_IF_ERROR(ReadKeys(r, &m));
+      return Message(std::move(m));
+    }
+    case Kind::kRoster: {
+      Roster m;
+      m.context = context;
+      Params& p = m.params;
+      MLINK_RETURN_IF_ERROR(r.U32("threshold", &p.threshold));
+      MLINK_RETURN_IF_ERROR(r.U32("degree", &p.degree));
+      MLINK_RETURN_IF_ERROR(r.U64("graph_seed", &p.graph_seed));
+      MLINK_RETURN_IF_ERROR(r.U32("frac_bits", &p.frac_bits));
+      MLINK_RETURN_IF_ERROR(r.F64("clip", &p.clip));
+      MLINK_RETURN_IF_ERROR(r.U32("length", &p.length));
+      MLINK_RETURN_IF_ERROR(r.U32("total_clients", &m.total_clients));
+      MLINK_RETURN_IF_ERROR(r.U32("recipient", &m.recipient));
+      std::size_t n = 0;
+      MLINK_RETURN_IF_ERROR(r.Count("clients", l.max_entries, kMinKeysBytes, &n));
+      m.clients.resize(n);
+      for (AdvertiseKeys& a : m.clients) {
+        a.context = context;
+        MLINK_RETURN_IF_ERROR(ReadKeys(r, &a));
+      }
+      return Message(std::move(m));
+    }
+    case Kind::kShareKeys: {
+      ShareKeys m;
+      m.context = context;
+      MLINK_RETURN_IF_ERROR(ReadShares(r, &m.client, &m.shares));
+      return Message(std::move(m));
+    }
+    case Kind::kIncomingShares: {
+      IncomingShares m;
+      m.context = context;
+      MLINK_RETURN_IF_ERROR(ReadShares(r, &m.client, &m.shares));
+      return Message(std::move(m));
+    }
+    case Kind::kMaskedInput: {
+      MaskedInput m;
+      m.context = context;
+      MLINK_RETURN_IF_ERROR(r.U32("client", &m.client));
+      MLINK_RETURN_IF_ERROR(ReadWords(r, "masked", l.max_words, &m.masked));
+      return Message(std::move(m));
+    }
+    case Kind::kUnmaskRequest: {
+      UnmaskRequest m;
+      m.context = context;
+      MLINK_RETURN_IF_ERROR(ReadWords(r, "survivors", l.max_entries, &m.survivors));
+      return Message(std::move(m));
+    }
+    case Kind::kUnmaskResponse: {
+      UnmaskResponse m;
+      m.context = context;
+      MLINK_RETURN_IF_ERROR(r.U32("client", &m.client));
+      std::size_t n = 0;
+      MLINK_RETURN_IF_ERROR(r.Count("shares", l.max_entries, 4 + 1 + 8, &n));
+      m.shares.resize(n);
+      for (RevealedShare& s : m.shares) {
+        uint8_t flag = 0;
+        MLINK_RETURN_IF_ERROR(r.U32("owner", &s.owner));
+        MLINK_RETURN_IF_ERROR(r.U8("is_mask_key", &flag));
+        if (flag > 1) return Status::InvalidArgument("is_mask_key is " + std::to_string(flag) + ", not 0 or 1");
+        s.is_mask_key = flag == 1;
+        MLINK_RETURN_IF_ERROR(r.Blob("share", l.max_blob, &s.share));
+      }
+      return Message(std::move(m));
+    }
+  }
+  return Status::InvalidArgument("unknown secure-aggregation message kind " + std::to_string(static_cast<int>(kind)));
+}
+
+}  // namespace
+
+Bytes Serialize(const Message& message) {
+  Writer w;
+  std::visit(Save{w}, message);
+  return w.Take();
+}
+
+Result<Message> Parse(const uint8_t* data, std::size_t size, const PayloadLimits& limits) {
+  Reader r(data, size, limits);
+  uint8_t kind = 0;
+  MLINK_RETURN_IF_ERROR(r.U8("kind", &kind));
+  if (kind < static_cast<uint8_t>(Kind::kAdvertiseKeys) || kind > static_cast<uint8_t>(Kind::kUnmaskResponse)) {
+    return Status::InvalidArgument("unknown secure-aggregation message kind " + std::to_string(kind));
+  }
+  secagg::Context context;
+  MLINK_RETURN_IF_ERROR(r.Context(&context));
+  MLINK_ASSIGN_OR_RETURN(Message m, ParseBody(static_cast<Kind>(kind), context, r));
+  if (r.left() != 0) {
+    return Status::InvalidArgument(std::to_string(r.left()) + " trailing bytes after the last field");
+  }
+  return m;
+}
+
+std::size_t WireBytes(const Message& message) { return kEnvelopeBytes + Serialize(message).size(); }
 
 }  // namespace mlink::protocol::secagg

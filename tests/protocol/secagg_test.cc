@@ -12,6 +12,7 @@
 #include <sstream>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace mlink::protocol::secagg {
@@ -47,7 +48,17 @@ Params MakeParams(uint32_t threshold, uint32_t degree, uint32_t length) {
   return p;
 }
 
-// Drives one round in memory. Clients in `drop_before_mask` share keys but send no input; those
+// Passes a message through its payload encoding, as the federation transport would.
+template <typename T>
+Result<T> ThroughWire(const T& m) {
+  const Bytes bytes = Serialize(m);
+  MLINK_ASSIGN_OR_RETURN(Message parsed, Parse(bytes.data(), bytes.size()));
+  if (!std::holds_alternative<T>(parsed)) return Status::Internal("the payload changed kind");
+  if (Serialize(parsed) != bytes) return Status::Internal("the payload does not round-trip");
+  return std::get<T>(std::move(parsed));
+}
+
+// Drives one round in memory, every message through its payload encoding. Clients in `drop_before_mask` share keys but send no input; those
 // in `silent_in_unmask` send an input but do not answer the unmask request.
 struct Round {
   Context context{"hog->fullbody", 7};
@@ -73,6 +84,7 @@ struct Round {
         if (advertised.client != 0) return Status::Internal("an unnumbered client advertised an index");
         advertised.client = c;
       }
+      MLINK_ASSIGN_OR_RETURN(advertised, ThroughWire(advertised));
       MLINK_RETURN_IF_ERROR(server->AddAdvertisement(advertised));
       clients.push_back(std::move(client));
     }
@@ -81,21 +93,27 @@ struct Round {
       if (rosters.at(c).clients.size() != (params.degree == 0 ? n : params.degree + 1)) {
         return Status::Internal("roster of client " + std::to_string(c) + " has the wrong size");
       }
-      MLINK_ASSIGN_OR_RETURN(ShareKeys sk, clients[c - 1]->Share(rosters.at(c)));
+      MLINK_ASSIGN_OR_RETURN(Roster roster, ThroughWire(rosters.at(c)));
+      MLINK_ASSIGN_OR_RETURN(ShareKeys sk, clients[c - 1]->Share(roster));
+      MLINK_ASSIGN_OR_RETURN(sk, ThroughWire(sk));
       if (clients[c - 1]->Advertise().client != c) return Status::Internal("the client did not take its index");
       MLINK_RETURN_IF_ERROR(server->AddShareKeys(sk));
     }
     MLINK_ASSIGN_OR_RETURN(auto routed, server->CloseSharing());
     for (uint32_t c = 1; c <= n; ++c) {
       if (drop_before_mask.count(c)) continue;
-      MLINK_ASSIGN_OR_RETURN(MaskedInput y, clients[c - 1]->Mask(routed.at(c), InputOf(c, params.length)));
+      MLINK_ASSIGN_OR_RETURN(IncomingShares incoming, ThroughWire(routed.at(c)));
+      MLINK_ASSIGN_OR_RETURN(MaskedInput y, clients[c - 1]->Mask(incoming, InputOf(c, params.length)));
+      MLINK_ASSIGN_OR_RETURN(y, ThroughWire(y));
       MLINK_RETURN_IF_ERROR(server->AddMaskedInput(y));
       seen_inputs.push_back(std::move(y));
     }
     MLINK_ASSIGN_OR_RETURN(UnmaskRequest request, server->CloseMasking());
     for (uint32_t c : request.survivors) {
       if (silent_in_unmask.count(c)) continue;
-      MLINK_ASSIGN_OR_RETURN(UnmaskResponse r, clients[c - 1]->Unmask(request));
+      MLINK_ASSIGN_OR_RETURN(UnmaskRequest delivered, ThroughWire(request));
+      MLINK_ASSIGN_OR_RETURN(UnmaskResponse r, clients[c - 1]->Unmask(delivered));
+      MLINK_ASSIGN_OR_RETURN(r, ThroughWire(r));
       MLINK_RETURN_IF_ERROR(server->AddUnmaskResponse(r));
     }
     return server->Finish();
@@ -304,6 +322,85 @@ TEST(SecAggRoundTest, SurvivesDropsDownToTheThresholdAndFailsClearlyBelow) {
     EXPECT_NE(result.status().message().find("4 masked inputs arrived, 5 needed"), std::string::npos)
         << result.status();
   }
+}
+
+TEST(SecAggPayloadTest, GoldenBytesPinTheLayout) {
+  UnmaskRequest m;
+  m.context = {"ab", 0x0102};
+  m.survivors = {1, 3};
+  const Bytes want = {0x06,                                            // kind: UnmaskRequest
+                      0x02, 0, 0, 0, 0, 0, 0, 0, 'a', 'b',             // link id
+                      0x02, 0x01, 0, 0, 0, 0, 0, 0,                    // round
+                      0x02, 0, 0, 0, 0, 0, 0, 0,                       // two survivors
+                      0x01, 0, 0, 0, 0x03, 0, 0, 0};
+  EXPECT_EQ(Serialize(m), want);
+  EXPECT_EQ(WireBytes(m), want.size() + kEnvelopeBytes);
+}
+
+TEST(SecAggPayloadTest, EveryTruncationTrailingByteAndBadFieldIsRefused) {
+  Round r;
+  r.params = MakeParams(2, 0, 3);
+  r.n = 3;
+  r.min_clients = 3;
+  ASSERT_TRUE(r.Run().ok());
+  // Messages of every kind with every field filled.
+  auto client = Client::Create(r.context, 1);
+  ASSERT_TRUE(client.ok());
+  AdvertiseKeys adv = (*client)->Advertise();
+  adv.certificate_pem = "-----BEGIN CERTIFICATE-----";
+  adv.signature = {1, 2, 3};
+  Roster roster;
+  roster.context = r.context;
+  roster.params = MakeParams(2, 4, 10);
+  roster.params.clip = 0.1;
+  roster.total_clients = 9;
+  roster.recipient = 1;
+  roster.clients = {adv, adv};
+  ShareKeys shares{r.context, 2, {{2, 1, Bytes(124, 7)}, {2, 3, Bytes(124, 8)}}};
+  MaskedInput masked{r.context, 2, {5, 6, 0xffffffffu}};
+  UnmaskResponse response{r.context, 2, {{1, false, Bytes(44, 1)}, {3, true, Bytes(44, 2)}}};
+  for (const Message& m : std::vector<Message>{adv, roster, shares, IncomingShares{r.context, 1, shares.shares},
+                                               masked, UnmaskRequest{r.context, {1, 2}}, response}) {
+    const Bytes bytes = Serialize(m);
+    auto back = Parse(bytes.data(), bytes.size());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->index(), m.index());
+    EXPECT_EQ(Serialize(*back), bytes);
+    for (std::size_t cut = 0; cut < bytes.size(); ++cut) {
+      auto part = Parse(bytes.data(), cut);
+      ASSERT_FALSE(part.ok()) << "kind " << m.index() << " cut at " << cut;
+      EXPECT_EQ(part.status().code(), StatusCode::kInvalidArgument) << part.status();
+    }
+    Bytes longer = bytes;
+    longer.push_back(0);
+    EXPECT_EQ(Parse(longer.data(), longer.size()).status().code(), StatusCode::kInvalidArgument);
+  }
+  const Bytes roster_bytes = Serialize(roster);
+  auto parsed_roster = Parse(roster_bytes.data(), roster_bytes.size());
+  ASSERT_TRUE(parsed_roster.ok());
+  const Roster& rr = std::get<Roster>(*parsed_roster);
+  EXPECT_EQ(rr.params.clip, 0.1);
+  EXPECT_EQ(rr.params.degree, 4u);
+  EXPECT_EQ(rr.recipient, 1u);
+  EXPECT_EQ(rr.clients[1].signature, (Bytes{1, 2, 3}));
+  EXPECT_EQ(rr.clients[1].context, r.context);
+
+  PayloadLimits small;
+  small.max_words = 2;
+  const Bytes m3 = Serialize(masked);
+  EXPECT_EQ(Parse(m3.data(), m3.size(), small).status().code(), StatusCode::kOutOfRange);
+  Bytes bad_kind = m3;
+  bad_kind[0] = 9;
+  EXPECT_EQ(Parse(bad_kind.data(), bad_kind.size()).status().code(), StatusCode::kInvalidArgument);
+  Bytes huge_count = Serialize(UnmaskRequest{r.context, {1}});
+  huge_count[huge_count.size() - 5] = 0x40;  // the u64 count's top byte: 2^62 survivors
+  EXPECT_EQ(Parse(huge_count.data(), huge_count.size()).status().code(), StatusCode::kOutOfRange);
+  Bytes bad_flag = Serialize(response);
+  // The first share's flag: before it, its blob, then the second share's owner, flag and blob.
+  const std::size_t flag_at = bad_flag.size() - (8 + 44) - 1 - 4 - (8 + 44) - 1;
+  ASSERT_EQ(bad_flag[flag_at], 0);
+  bad_flag[flag_at] = 2;
+  EXPECT_EQ(Parse(bad_flag.data(), bad_flag.size()).status().code(), StatusCode::kInvalidArgument);
 }
 
 // A round advanced to the point where every client holds its incoming shares.

@@ -40,6 +40,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "mlink/common/status.h"
@@ -286,14 +287,28 @@ class Server {
   std::map<uint32_t, UnmaskResponse> responses_;
 };
 
-// Bytes of each message as the wire encodes it (strings and lists prefixed by a u64 count,
-// integers fixed width), for accounting and benchmarks.
-std::size_t WireBytes(const AdvertiseKeys& m);
-std::size_t WireBytes(const Roster& m);
-std::size_t WireBytes(const ShareKeys& m);
-std::size_t WireBytes(const IncomingShares& m);
-std::size_t WireBytes(const MaskedInput& m);
-std::size_t WireBytes(const UnmaskRequest& m);
-std::size_t WireBytes(const UnmaskResponse& m);
+// ---------------------------------------------------------------------------------------------
+// Payload encoding (protocol/secagg.md): one byte naming the message, the context, then its
+// fields; integers little-endian and fixed width, byte strings and lists prefixed by a u64 count.
+
+using Message = std::variant<AdvertiseKeys, Roster, ShareKeys, IncomingShares, MaskedInput,
+                             UnmaskRequest, UnmaskResponse>;
+
+struct PayloadLimits {
+  std::size_t max_string = 256;          // the link id
+  std::size_t max_blob = 8192;           // a key, ciphertext, share, certificate or signature
+  std::size_t max_entries = 1u << 20;    // roster entries, shares, survivors
+  std::size_t max_words = 16u << 20;     // words of a masked input
+};
+
+Bytes Serialize(const Message& message);
+// Sizes are checked against the limits (OutOfRange) and the bytes left (InvalidArgument) before
+// anything is allocated; an unknown kind, a bad flag, a short or long payload is InvalidArgument.
+Result<Message> Parse(const uint8_t* data, std::size_t size, const PayloadLimits& limits = PayloadLimits());
+
+// Bytes a message costs on the federation wire: its payload carried as one byte string in a
+// frame (12-byte header, endianness marker, u64 length).
+inline constexpr std::size_t kEnvelopeBytes = 12 + 1 + 8;
+std::size_t WireBytes(const Message& message);
 
 }  // namespace mlink::protocol::secagg

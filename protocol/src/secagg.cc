@@ -608,6 +608,7 @@ struct Client::Keys {
   PkeyPtr s;         // mask agreement key
   Bytes s_private;   // raw, shared with the neighbours
   Bytes b;           // self-mask seed
+  std::map<uint32_t, Bytes> share_keys;  // AES-GCM key per neighbour, derived once in Share
 };
 
 Client::Client(const Context& context, uint32_t client) : context_(context), client_(client) {}
@@ -723,6 +724,7 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
   MLINK_ASSIGN_OR_RETURN(std::vector<Bytes> b_shares, ShamirSplit(keys_->b, params_.threshold, nb));
   MLINK_ASSIGN_OR_RETURN(std::vector<Bytes> s_shares,
                          ShamirSplit(keys_->s_private, params_.threshold, nb));
+  keys_->share_keys.clear();
   ShareKeys out;
   out.context = context_;
   out.client = self;
@@ -730,6 +732,7 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
     const uint32_t to = nb[i];
     auto key = EncryptionKey(keys_->c.get(), neighbours_.at(to).c_public, context_);
     if (!key.ok()) return key.status().WithContext(who + ": client " + std::to_string(to) + "'s c key");
+    keys_->share_keys[to] = *key;
     Bytes plain;
     plain.reserve(kSharePlainBytes);
     PutU32(&plain, self);
@@ -764,8 +767,7 @@ Result<MaskedInput> Client::Mask(const IncomingShares& incoming, const std::vect
     if (nb == neighbours_.end()) return Status::PermissionDenied(who + ": " + from + ", not a neighbour");
     if (e.to != client_) return Status::InvalidArgument(who + ": " + from + " is addressed to client " + std::to_string(e.to));
     if (held.count(e.from)) return Status::AlreadyExists(who + ": two shares from client " + std::to_string(e.from));
-    MLINK_ASSIGN_OR_RETURN(Bytes key, EncryptionKey(keys_->c.get(), nb->second.c_public, context_));
-    auto plain = Open(key, ShareAad(context_, e.from, client_), e.ciphertext);
+    auto plain = Open(keys_->share_keys.at(e.from), ShareAad(context_, e.from, client_), e.ciphertext);
     if (!plain.ok()) {
       return Status::PermissionDenied(who + ": " + from +
                                       " does not authenticate (tampered, wrong key, or from another round or link)");

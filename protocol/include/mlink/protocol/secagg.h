@@ -199,6 +199,7 @@ class Client {
  public:
   // Generates the round's key pairs (and signs them when options carry an identity).
   static Result<std::unique_ptr<Client>> Create(const ClientOptions& options);
+  // Unsigned, no roster checks beyond the protocol's; `client` may be 0 (learnt from the Roster).
   static Result<std::unique_ptr<Client>> Create(const Context& context, uint32_t client);
   ~Client();
   Client(const Client&) = delete;

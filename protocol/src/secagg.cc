@@ -1390,6 +1390,9 @@ Result<Message> Parse(const uint8_t* data, std::size_t size, const PayloadLimits
   return m;
 }
 
-std::size_t WireBytes(const Message& message) { return kEnvelopeBytes + Serialize(message).size(); }
+std::size_t WireBytes(const Message& message) {
+  const std::size_t link_bytes = std::visit([](const auto& m) { return m.context.link_id.size(); }, message);
+  return kEnvelopeBytes + link_bytes + Serialize(message).size();
+}
 
 }  // namespace mlink::protocol::secagg

@@ -15,6 +15,8 @@
 #include <variant>
 #include <vector>
 
+#include "mlink/protocol/codec.h"
+
 namespace mlink::protocol::secagg {
 namespace {
 
@@ -334,7 +336,19 @@ TEST(SecAggPayloadTest, GoldenBytesPinTheLayout) {
                       0x02, 0, 0, 0, 0, 0, 0, 0,                       // two survivors
                       0x01, 0, 0, 0, 0x03, 0, 0, 0};
   EXPECT_EQ(Serialize(m), want);
-  EXPECT_EQ(WireBytes(m), want.size() + kEnvelopeBytes);
+  // On the federation wire the payload travels in a SecAgg frame.
+  const std::vector<uint8_t> frame = protocol::Encode(protocol::SecAgg{"ab", want});
+  EXPECT_EQ(WireBytes(m), frame.size());
+  auto decoded = protocol::Decode(frame.data(), frame.size());
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  const auto& env = std::get<protocol::SecAgg>(*decoded);
+  EXPECT_EQ(env.link_id, "ab");
+  EXPECT_EQ(env.payload, want);
+  for (std::size_t cut = protocol::kHeaderBytes; cut < frame.size(); ++cut) {
+    std::vector<uint8_t> part(frame.begin(), frame.begin() + cut);
+    part[8] = static_cast<uint8_t>(cut - protocol::kHeaderBytes);  // a consistent header
+    EXPECT_FALSE(protocol::Decode(part.data(), part.size()).ok()) << cut;
+  }
 }
 
 TEST(SecAggPayloadTest, EveryTruncationTrailingByteAndBadFieldIsRefused) {

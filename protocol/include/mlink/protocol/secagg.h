@@ -307,9 +307,9 @@ Bytes Serialize(const Message& message);
 // anything is allocated; an unknown kind, a bad flag, a short or long payload is InvalidArgument.
 Result<Message> Parse(const uint8_t* data, std::size_t size, const PayloadLimits& limits = PayloadLimits());
 
-// Bytes a message costs on the federation wire: its payload carried as one byte string in a
-// frame (12-byte header, endianness marker, u64 length).
-inline constexpr std::size_t kEnvelopeBytes = 12 + 1 + 8;
+// Bytes a message costs on the federation wire: its payload in a protocol::SecAgg frame (12-byte
+// header, endianness marker, u64-prefixed link id, u64-prefixed payload).
+inline constexpr std::size_t kEnvelopeBytes = 12 + 1 + 8 + 8;  // plus the link id's bytes
 std::size_t WireBytes(const Message& message);
 
 }  // namespace mlink::protocol::secagg

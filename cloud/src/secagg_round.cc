@@ -80,8 +80,8 @@ Status SecAggRound::OnMessage(const std::string& edge, secagg::Message message, 
                                     "; the open round is " + std::to_string(round_));
   }
   if (auto* a = std::get_if<secagg::AdvertiseKeys>(&message)) {
-    if (phase_ != Phase::kAdvertising) return Status::FailedPrecondition("key advertising of this round is closed");
     if (index_of_.count(edge)) return Status::AlreadyExists("edge '" + edge + "' already advertised keys");
+    if (phase_ != Phase::kAdvertising) return Status::FailedPrecondition("key advertising of this round is closed");
     if (a->client != 0) return Status::InvalidArgument("an edge advertises with client 0; the aggregator numbers edges");
     a->client = static_cast<uint32_t>(advertised_.size() + 1);
     // Checked now (keys, signature, repeats) so a bad advertisement is refused alone.

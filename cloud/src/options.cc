@@ -58,6 +58,8 @@ Result<CloudOptions> LoadCloudOptions(const std::string& path) {
       sa.Optional("phase_timeout_s", &s.phase_timeout_s, 0.1, 86400.0);
       if (s.degree % 2 != 0) sa.Error("degree", "must be even (0 = every other edge)");
       if (s.enabled && lo.min_edges < 3) round.Error("min_edges", "secure aggregation needs min_edges >= 3");
+      // Edges send weight 1 with each masked delta: the unmasked sum is the plain mean's.
+      if (s.enabled && lo.aggregation != "mean") round.Error("aggregation", "secure aggregation supports mean only");
     }
     if (!lo.id.empty() && !ids.insert(lo.id).second) l.Error("id", "duplicate link id '" + lo.id + "'");
     o.links.push_back(lo);

@@ -11,7 +11,8 @@
 namespace mlink::cloud {
 
 // Secure aggregation of a link's updates (protocol/secagg.md): edges send pairwise-masked,
-// fixed-point updates and the aggregator learns only their sum. Config key links[].secure_aggregation.
+// fixed-point updates and the aggregator learns only their sum. Config key
+// links[].secure_aggregation; needs round.min_edges >= 3 and round.aggregation mean.
 struct SecureAggregationOptions {
   bool enabled = false;
   int degree = 0;          // neighbours per edge; 0 = all others, else even (SecAgg+ graph)

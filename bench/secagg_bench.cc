@@ -1,7 +1,8 @@
 // Secure aggregation cost against the plain round, at K = 10, 100, 1000 edges and d parameters.
 // In-process and single-threaded: every edge's client and the server run one after another on
 // one core, with no network, so round_ms is the total compute a round adds (the sum over all
-// parties), and client_ms / server_ms split it. Bytes are per edge, both directions, as the
+// parties), and client_ms / server_ms split it; parallel_ms is one edge's compute plus the
+// server's, what the round takes when the edges compute at the same time (no network). Bytes are per edge, both directions, as the
 // frames carry them (protocol::Encode for the plain Update and GlobalLink; secagg::WireBytes, the
 // payload encoding in a frame, for the secure-aggregation messages, plus the same GlobalLink).
 // Plain round: each edge encodes its Update; the server decodes and folds each delta into the sum.
@@ -214,15 +215,20 @@ int main(int argc, char** argv) {
       const double tolerance = (k - dropped.size()) * std::ldexp(1.0, -17) + 1e-9;
       const bool ok = max_err <= tolerance;
       failures += ok ? 0 : 1;
+      const double n = static_cast<double>(k - dropped.size());
+      const double plain_parallel = plain.client_ms / n + plain.server_ms;
+      const double secure_parallel = secure.client_ms / n + secure.server_ms;
       std::printf(
           "{\"bench\":\"secagg_round\",\"mode\":\"in-process, one thread, no network\",\"edges\":%u,"
           "\"params\":%u,\"degree\":%u,\"threshold\":%u,\"dropped\":%zu,\"ok\":%s,\"max_abs_error\":%.3g,"
           "\"plain_round_ms\":%.2f,\"secagg_round_ms\":%.2f,\"round_ratio\":%.1f,"
+          "\"plain_parallel_ms\":%.3f,\"secagg_parallel_ms\":%.3f,\"parallel_ratio\":%.1f,"
           "\"secagg_client_ms_per_edge\":%.3f,\"secagg_server_ms\":%.2f,\"plain_server_ms\":%.2f,"
           "\"plain_bytes_per_edge\":%.0f,\"secagg_bytes_per_edge\":%.0f,\"bytes_ratio\":%.3f,"
           "\"secagg_up_bytes_per_edge\":%.0f,\"secagg_down_bytes_per_edge\":%.0f}\n",
           k, d, degree == 0 ? k - 1 : degree, params.threshold, dropped.size(), ok ? "true" : "false", max_err,
-          plain.round_ms, secure.round_ms, secure.round_ms / plain.round_ms,
+          plain.round_ms, secure.round_ms, secure.round_ms / plain.round_ms, plain_parallel, secure_parallel,
+          secure_parallel / plain_parallel,
           secure.client_ms / (k - dropped.size()), secure.server_ms, plain.server_ms,
           plain.up_bytes + plain.down_bytes, secure.up_bytes + secure.down_bytes,
           (secure.up_bytes + secure.down_bytes) / (plain.up_bytes + plain.down_bytes), secure.up_bytes,

@@ -83,6 +83,13 @@ Status SecAggRound::OnMessage(const std::string& edge, secagg::Message message, 
     if (index_of_.count(edge)) return Status::AlreadyExists("edge '" + edge + "' already advertised keys");
     if (phase_ != Phase::kAdvertising) return Status::FailedPrecondition("key advertising of this round is closed");
     if (a->client != 0) return Status::InvalidArgument("an edge advertises with client 0; the aggregator numbers edges");
+    if (!a->certificate_pem.empty()) {  // signed: the certificate must be the one this edge is
+      auto subject = secagg::CertificateSubject(a->certificate_pem);
+      if (!subject.ok()) return subject.status();
+      if (*subject != edge) {
+        return Status::PermissionDenied("the keys are signed as '" + *subject + "', not as this edge ('" + edge + "')");
+      }
+    }
     a->client = static_cast<uint32_t>(advertised_.size() + 1);
     // Checked now (keys, signature, repeats) so a bad advertisement is refused alone.
     if (!probe_) {

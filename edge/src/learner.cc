@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <variant>
 
 #include "mlink/common/log.h"
@@ -724,6 +726,20 @@ Result<std::unique_ptr<Learner>> Learner::Start(const std::string& site, const s
     }
     if (f.target < 0 && !o.oracle_enabled) {
       return Status::InvalidArgument("site '" + site + "': federated link '" + l.id + "' targets the oracle, but no oracle is configured");
+    }
+    if (l.secure_aggregation && o.federation.enabled) {
+      // Signed with this site's TLS identity; rosters checked against the deployment CA.
+      auto read = [](const std::string& path) -> Result<std::string> {
+        std::ifstream in(path, std::ios::binary);
+        if (!in) return Status::NotFound("cannot read '" + path + "'");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+      };
+      MLINK_ASSIGN_OR_RETURN(std::string key, read(o.federation.key_file));
+      MLINK_ASSIGN_OR_RETURN(std::string cert, read(o.federation.cert_file));
+      MLINK_ASSIGN_OR_RETURN(std::string ca, read(o.federation.ca_file));
+      f.secagg = std::make_unique<SecAggParticipant>(std::move(key), std::move(cert), std::move(ca));
     }
     impl->feds.push_back(std::move(f));
   }

@@ -15,7 +15,12 @@ protocol::SecAgg Envelope(const std::string& link_id, const secagg::Message& m) 
 
 Result<protocol::SecAgg> SecAggParticipant::Begin(const std::string& link_id, uint64_t round, std::vector<float> delta) {
   client_.reset();
-  MLINK_ASSIGN_OR_RETURN(client_, secagg::Client::Create(secagg::Context{link_id, round}, 0));
+  secagg::ClientOptions o;
+  o.context = {link_id, round};
+  o.key_pem = key_pem_;
+  o.certificate_pem = certificate_pem_;
+  o.ca_pem = ca_pem_;
+  MLINK_ASSIGN_OR_RETURN(client_, secagg::Client::Create(o));
   link_id_ = link_id;
   round_ = round;
   input_ = std::move(delta);

@@ -17,6 +17,12 @@ namespace mlink::edge {
 
 class SecAggParticipant {
  public:
+  // With the edge's TLS key and certificate (PEM) its advertised keys are signed; with the CA
+  // (PEM) it accepts only rosters whose every entry is signed by a distinct edge of that CA, so an
+  // aggregator cannot put its own keys in a neighbour's place. Empty strings turn either off.
+  SecAggParticipant(std::string key_pem = "", std::string certificate_pem = "", std::string ca_pem = "")
+      : key_pem_(std::move(key_pem)), certificate_pem_(std::move(certificate_pem)), ca_pem_(std::move(ca_pem)) {}
+
   // Starts taking part in `round` with `delta`; returns the key advertisement to send. Replaces
   // any round in progress.
   Result<protocol::SecAgg> Begin(const std::string& link_id, uint64_t round, std::vector<float> delta);
@@ -31,6 +37,7 @@ class SecAggParticipant {
   int clipped() const { return clipped_; }
 
  private:
+  std::string key_pem_, certificate_pem_, ca_pem_;
   std::string link_id_;
   uint64_t round_ = 0;
   std::vector<float> input_;  // delta followed by the weight

@@ -448,6 +448,16 @@ bool Contains(const std::vector<uint32_t>& sorted, uint32_t v) {
 
 // ---------------------------------------------------------------------------------------------
 
+Result<std::string> CertificateSubject(const std::string& certificate_pem) {
+  MLINK_ASSIGN_OR_RETURN(X509Ptr cert, ParseCertificate(certificate_pem));
+  char cn[257] = {0};
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, cn, sizeof cn) <= 0) {
+    ERR_clear_error();
+    return Status::InvalidArgument("the certificate has no subject CN");
+  }
+  return std::string(cn);
+}
+
 Status ValidateParams(const Params& p, uint32_t n) {
   if (n < 2) return Status::FailedPrecondition("secure aggregation needs at least 2 clients, got " + std::to_string(n));
   if (p.length == 0) return Status::InvalidArgument("secure aggregation: input length is 0");

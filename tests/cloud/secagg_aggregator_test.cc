@@ -269,6 +269,19 @@ TEST_F(SecAggAggregatorTest, TooFewAnswersFailTheRoundClearlyAndItRestarts) {
   const std::vector<float> theta = InitialParams();
   std::vector<Edge> edges;
   for (const char* n : {"site-a", "site-b", "site-c", "site-d"}) edges.push_back(Join(n, port));
+  // Keys signed as another edge are refused.
+  secagg::ClientOptions impostor;
+  impostor.context = {"l1", 0};
+  impostor.key_pem = ReadAll(*certs_ + "/site-c.key");
+  impostor.certificate_pem = ReadAll(*certs_ + "/site-c.pem");
+  auto as_c = secagg::Client::Create(impostor);
+  ASSERT_TRUE(as_c.ok()) << as_c.status();
+  Send(edges[1], (*as_c)->Advertise());
+  auto signed_as_other = edges[1].conn->Next<protocol::Reject>();
+  ASSERT_TRUE(signed_as_other);
+  EXPECT_EQ(signed_as_other->reason, RejectReason::kSecAgg);
+  EXPECT_NE(signed_as_other->text.find("signed as 'site-c', not as this edge ('site-b')"), std::string::npos)
+      << signed_as_other->text;
   // A second advertisement from the same edge is refused.
   Send(edges[0], edges[0].client->Advertise());
   Send(edges[0], edges[0].client->Advertise());

@@ -155,6 +155,9 @@ struct AggregateResult {
   std::vector<uint32_t> dropped;     // U2 \ U3: shared keys but sent no input
 };
 
+// The subject CN of a PEM certificate (InvalidArgument if it is not one or has no CN).
+Result<std::string> CertificateSubject(const std::string& certificate_pem);
+
 // Checks Params against the number of clients n (threshold, degree, fixed-point range).
 Status ValidateParams(const Params& params, uint32_t n);
 

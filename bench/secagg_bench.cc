@@ -2,14 +2,15 @@
 // In-process and single-threaded: every edge's client and the server run one after another on
 // one core, with no network, so round_ms is the total compute a round adds (the sum over all
 // parties), and client_ms / server_ms split it; parallel_ms is one edge's compute plus the
-// server's, what the round takes when the edges compute at the same time (no network). Bytes are per edge, both directions, as the
-// frames carry them (protocol::Encode for the plain Update and GlobalLink; secagg::WireBytes, the
-// payload encoding in a frame, for the secure-aggregation messages, plus the same GlobalLink).
-// Plain round: each edge encodes its Update; the server decodes and folds each delta into the sum.
-// Secure round (SecAgg with the SecAgg+ Harary graph): degree k = 2 ceil(log2 K) (all others when
-// that is >= K - 1), threshold k/2 + 1; `dropout` edges share keys and then send no input, so the
-// server rebuilds their mask keys. The bench checks the unmasked sum against the plain sum and
-// exits non-zero when they differ by more than the fixed-point tolerance.
+// server's, what the round takes when the edges compute at the same time (no network). Bytes are
+// per edge, both directions, as the frames carry them (protocol::Encode for the plain Update and
+// GlobalLink; secagg::WireBytes, the payload encoding in a frame, for the secure-aggregation
+// messages, plus the same GlobalLink). Plain round: each edge encodes its Update; the server
+// decodes and folds each delta into the sum. Secure round (SecAgg with the SecAgg+ Harary graph):
+// degree k = 2 ceil(log2 K) (all others when that is >= K - 1), threshold k/2 + 1; `dropout` edges
+// share keys and then send no input, so the server rebuilds their mask keys. The bench checks the
+// unmasked sum against the plain sum and exits non-zero when they differ by more than the
+// fixed-point tolerance.
 //   bench_secagg [params=10000] [max_K=1000]
 #include <algorithm>
 #include <chrono>
@@ -41,7 +42,8 @@ std::vector<std::vector<float>> Inputs(uint32_t k, uint32_t d) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::vector<std::vector<float>> x(k, std::vector<float>(d));
-  for (auto& v : x) for (float& f : v) f = u(rng);
+  for (auto& v : x)
+    for (float& f : v) f = u(rng);
   return x;
 }
 
@@ -93,7 +95,8 @@ Costs Secure(const std::vector<std::vector<float>>& x, const std::set<uint32_t>&
   Costs c;
   const auto k = static_cast<uint32_t>(x.size());
   const Context ctx{"hog->fullbody", 1};
-  const uint32_t min_clients = std::max<uint32_t>(params.threshold + 1, k - static_cast<uint32_t>(dropped.size()));
+  const uint32_t min_clients =
+      std::max<uint32_t>(params.threshold + 1, k - static_cast<uint32_t>(dropped.size()));
   auto fail = [](const Status& s) {
     std::fprintf(stderr, "bench_secagg: %s\n", s.ToString().c_str());
     std::exit(1);
@@ -202,7 +205,9 @@ int main(int argc, char** argv) {
     params.length = d;
     for (double dropout : {0.0, 0.1}) {
       std::set<uint32_t> dropped;
-      for (uint32_t i = 1; i <= k && dropped.size() < static_cast<std::size_t>(dropout * k); i += 10) dropped.insert(i);
+      for (uint32_t i = 1; i <= k && dropped.size() < static_cast<std::size_t>(dropout * k);
+           i += 10)
+        dropped.insert(i);
       const int reps = k <= 10 ? 5 : 1;
       Costs plain, secure;
       for (int r = 0; r < reps; ++r) {  // keep the fastest repetition of each
@@ -211,7 +216,8 @@ int main(int argc, char** argv) {
         if (r == 0 || s.round_ms < secure.round_ms) secure = std::move(s);
       }
       double max_err = 0;
-      for (uint32_t j = 0; j < d; ++j) max_err = std::max(max_err, std::fabs(secure.sum[j] - plain.sum[j]));
+      for (uint32_t j = 0; j < d; ++j)
+        max_err = std::max(max_err, std::fabs(secure.sum[j] - plain.sum[j]));
       const double tolerance = (k - dropped.size()) * std::ldexp(1.0, -17) + 1e-9;
       const bool ok = max_err <= tolerance;
       failures += ok ? 0 : 1;
@@ -219,20 +225,23 @@ int main(int argc, char** argv) {
       const double plain_parallel = plain.client_ms / n + plain.server_ms;
       const double secure_parallel = secure.client_ms / n + secure.server_ms;
       std::printf(
-          "{\"bench\":\"secagg_round\",\"mode\":\"in-process, one thread, no network\",\"edges\":%u,"
-          "\"params\":%u,\"degree\":%u,\"threshold\":%u,\"dropped\":%zu,\"ok\":%s,\"max_abs_error\":%.3g,"
+          "{\"bench\":\"secagg_round\",\"mode\":\"in-process, one thread, no "
+          "network\",\"edges\":%u,"
+          "\"params\":%u,\"degree\":%u,\"threshold\":%u,\"dropped\":%zu,\"ok\":%s,\"max_abs_"
+          "error\":%.3g,"
           "\"plain_round_ms\":%.2f,\"secagg_round_ms\":%.2f,\"round_ratio\":%.1f,"
           "\"plain_parallel_ms\":%.3f,\"secagg_parallel_ms\":%.3f,\"parallel_ratio\":%.1f,"
           "\"secagg_client_ms_per_edge\":%.3f,\"secagg_server_ms\":%.2f,\"plain_server_ms\":%.2f,"
           "\"plain_bytes_per_edge\":%.0f,\"secagg_bytes_per_edge\":%.0f,\"bytes_ratio\":%.3f,"
           "\"secagg_up_bytes_per_edge\":%.0f,\"secagg_down_bytes_per_edge\":%.0f}\n",
-          k, d, degree == 0 ? k - 1 : degree, params.threshold, dropped.size(), ok ? "true" : "false", max_err,
-          plain.round_ms, secure.round_ms, secure.round_ms / plain.round_ms, plain_parallel, secure_parallel,
-          secure_parallel / plain_parallel,
-          secure.client_ms / (k - dropped.size()), secure.server_ms, plain.server_ms,
-          plain.up_bytes + plain.down_bytes, secure.up_bytes + secure.down_bytes,
-          (secure.up_bytes + secure.down_bytes) / (plain.up_bytes + plain.down_bytes), secure.up_bytes,
-          secure.down_bytes);
+          k, d, degree == 0 ? k - 1 : degree, params.threshold, dropped.size(),
+          ok ? "true" : "false", max_err, plain.round_ms, secure.round_ms,
+          secure.round_ms / plain.round_ms, plain_parallel, secure_parallel,
+          secure_parallel / plain_parallel, secure.client_ms / (k - dropped.size()),
+          secure.server_ms, plain.server_ms, plain.up_bytes + plain.down_bytes,
+          secure.up_bytes + secure.down_bytes,
+          (secure.up_bytes + secure.down_bytes) / (plain.up_bytes + plain.down_bytes),
+          secure.up_bytes, secure.down_bytes);
       std::fflush(stdout);
     }
   }

@@ -77,7 +77,8 @@ struct Edge {
   void OnSecAgg(const protocol::SecAgg& m) {
     std::lock_guard<std::mutex> lock(mu);
     auto parsed = secagg::Parse(m.payload.data(), m.payload.size());
-    if (!parsed.ok() || !sa) return Fail(parsed.ok() ? Status::Internal("no round") : parsed.status());
+    if (!parsed.ok() || !sa)
+      return Fail(parsed.ok() ? Status::Internal("no round") : parsed.status());
     if (auto* r = std::get_if<secagg::Roster>(&*parsed)) {
       auto s = sa->Share(*r);
       if (!s.ok()) return Fail(s.status());
@@ -92,12 +93,16 @@ struct Edge {
       (void)conn->Send(protocol::SecAgg{"secure", secagg::Serialize(*r)});
     }
   }
-  static void Fail(const Status& s) { std::fprintf(stderr, "bench_secagg_network: edge: %s\n", s.ToString().c_str()); }
+  static void Fail(const Status& s) {
+    std::fprintf(stderr, "bench_secagg_network: edge: %s\n", s.ToString().c_str());
+  }
 };
 
 int Round(int k, long d) {
   const link::LinkSpec spec = SpecFor(d);
-  const std::string data = (std::filesystem::temp_directory_path() / ("mlink-bench-secagg-" + std::to_string(::getpid()))).string();
+  const std::string data = (std::filesystem::temp_directory_path() /
+                            ("mlink-bench-secagg-" + std::to_string(::getpid())))
+                               .string();
   std::filesystem::remove_all(data);
   cloud::CloudOptions o;
   o.port = 0;
@@ -136,7 +141,8 @@ int Round(int k, long d) {
     Edge* raw = e.get();
     protocol::ClientOptions co;
     co.endpoint = {"127.0.0.1", (*agg)->port(), protocol::kFederationPath};
-    co.tls = {g_certs + "/ca.pem", g_certs + "/e" + std::to_string(i) + ".pem", g_certs + "/e" + std::to_string(i) + ".key"};
+    co.tls = {g_certs + "/ca.pem", g_certs + "/e" + std::to_string(i) + ".pem",
+              g_certs + "/e" + std::to_string(i) + ".key"};
     co.connect_timeout_s = 60;
     co.idle_timeout_s = 600;
     co.context = ctx;
@@ -161,7 +167,8 @@ int Round(int k, long d) {
     h.links = {{"plain", spec.Hash()}, {"secure", spec.Hash()}};
     (void)e->conn->Send(h);
     e->input.resize(n + 1);
-    for (std::size_t j = 0; j < n; ++j) e->input[j] = 0.001f * static_cast<float>((i * 7 + static_cast<int>(j)) % 13 - 6);
+    for (std::size_t j = 0; j < n; ++j)
+      e->input[j] = 0.001f * static_cast<float>((i * 7 + static_cast<int>(j)) % 13 - 6);
     e->input[n] = 1.0f;
     edges.push_back(std::move(e));
   }
@@ -183,8 +190,10 @@ int Round(int k, long d) {
   const bool plain_ok = plain_done.WaitFor(k, 600);
   const double plain_s = std::chrono::duration<double>(Clock::now() - t0).count();
   std::string after = (*agg)->MetricsText();
-  const double plain_in = Metric(after, "mlink_bytes_in_total") - Metric(before, "mlink_bytes_in_total");
-  const double plain_out = Metric(after, "mlink_bytes_out_total") - Metric(before, "mlink_bytes_out_total");
+  const double plain_in =
+      Metric(after, "mlink_bytes_in_total") - Metric(before, "mlink_bytes_in_total");
+  const double plain_out =
+      Metric(after, "mlink_bytes_out_total") - Metric(before, "mlink_bytes_out_total");
 
   before = after;
   t0 = Clock::now();
@@ -198,28 +207,37 @@ int Round(int k, long d) {
   const bool secure_ok = secure_done.WaitFor(k, 600);
   const double secure_s = std::chrono::duration<double>(Clock::now() - t0).count();
   after = (*agg)->MetricsText();
-  const double secure_in = Metric(after, "mlink_bytes_in_total") - Metric(before, "mlink_bytes_in_total");
-  const double secure_out = Metric(after, "mlink_bytes_out_total") - Metric(before, "mlink_bytes_out_total");
+  const double secure_in =
+      Metric(after, "mlink_bytes_in_total") - Metric(before, "mlink_bytes_in_total");
+  const double secure_out =
+      Metric(after, "mlink_bytes_out_total") - Metric(before, "mlink_bytes_out_total");
 
   double max_diff = 0;
   auto p = (*agg)->GetLink("plain");
   auto s = (*agg)->GetLink("secure");
   if (p.ok() && s.ok()) {
-    for (std::size_t j = 0; j < n; ++j) max_diff = std::max(max_diff, std::fabs(double(p->params[j]) - s->params[j]));
+    for (std::size_t j = 0; j < n; ++j)
+      max_diff = std::max(max_diff, std::fabs(double(p->params[j]) - s->params[j]));
   }
   const bool ok = plain_ok && secure_ok && p.ok() && s.ok() && max_diff <= 1e-4;
   edges.clear();
   ctx.reset();
   (*agg)->Stop();
   std::filesystem::remove_all(data);
-  const double plain_bytes = (plain_in + plain_out) / k, secure_bytes = (secure_in + secure_out) / k;
+  const double plain_bytes = (plain_in + plain_out) / k,
+               secure_bytes = (secure_in + secure_out) / k;
   std::printf(
-      "{\"bench\":\"secagg_network_round\",\"mode\":\"aggregator and edges in one process, TLS on loopback\","
-      "\"edges\":%d,\"params\":%zu,\"degree\":%d,\"ok\":%s,\"max_abs_diff\":%.3g,\"plain_round_s\":%.3f,"
-      "\"secagg_round_s\":%.3f,\"round_ratio\":%.2f,\"plain_bytes_per_edge\":%.0f,\"secagg_bytes_per_edge\":%.0f,"
-      "\"bytes_ratio\":%.3f,\"secagg_up_bytes_per_edge\":%.0f,\"secagg_down_bytes_per_edge\":%.0f}\n",
-      k, n, degree == 0 ? k - 1 : degree, ok ? "true" : "false", max_diff, plain_s, secure_s, secure_s / plain_s,
-      plain_bytes, secure_bytes, secure_bytes / plain_bytes, secure_in / k, secure_out / k);
+      "{\"bench\":\"secagg_network_round\",\"mode\":\"aggregator and edges in one process, TLS on "
+      "loopback\","
+      "\"edges\":%d,\"params\":%zu,\"degree\":%d,\"ok\":%s,\"max_abs_diff\":%.3g,\"plain_round_s\":"
+      "%.3f,"
+      "\"secagg_round_s\":%.3f,\"round_ratio\":%.2f,\"plain_bytes_per_edge\":%.0f,\"secagg_bytes_"
+      "per_edge\":%.0f,"
+      "\"bytes_ratio\":%.3f,\"secagg_up_bytes_per_edge\":%.0f,\"secagg_down_bytes_per_edge\":%.0f}"
+      "\n",
+      k, n, degree == 0 ? k - 1 : degree, ok ? "true" : "false", max_diff, plain_s, secure_s,
+      secure_s / plain_s, plain_bytes, secure_bytes, secure_bytes / plain_bytes, secure_in / k,
+      secure_out / k);
   std::fflush(stdout);
   return ok ? 0 : 1;
 }
@@ -238,8 +256,12 @@ int main(int argc, char** argv) {
   if (!std::filesystem::exists(g_certs + "/e" + std::to_string(max_k) + ".pem")) {
     std::string names;
     for (int i = 0; i <= std::max(max_k, 10); ++i) names += " e" + std::to_string(i);
-    std::fprintf(stderr, "bench_secagg_network: issuing %d edge certificates (once) into %s\n", std::max(max_k, 10) + 1, g_certs.c_str());
-    if (std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + g_certs + names + " > /dev/null").c_str()) != 0) return 1;
+    std::fprintf(stderr, "bench_secagg_network: issuing %d edge certificates (once) into %s\n",
+                 std::max(max_k, 10) + 1, g_certs.c_str());
+    if (std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + g_certs + names +
+                     " > /dev/null")
+                        .c_str()) != 0)
+      return 1;
   }
   int failures = 0;
   for (int k : {10, 100, 1000}) {

@@ -37,18 +37,18 @@ class SecAggRound {
   enum class State { kRunning, kDone, kFailed };
 
   // `length`: the link's parameter count + 1 (the weight).
-  SecAggRound(const std::string& link_id, uint64_t round, const LinkOptions& options, uint32_t length,
-              Clock::time_point now);
+  SecAggRound(const std::string& link_id, uint64_t round, const LinkOptions& options,
+              uint32_t length, Clock::time_point now);
 
   // One message from `edge`. An error refuses that message and changes nothing; the caller
   // sends it back as a Reject.
-  Status OnMessage(const std::string& edge, protocol::secagg::Message message, Clock::time_point now,
-                   std::vector<Outgoing>* out);
+  Status OnMessage(const std::string& edge, protocol::secagg::Message message,
+                   Clock::time_point now, std::vector<Outgoing>* out);
   // Closes the phases that are complete or past their deadline.
   void Advance(Clock::time_point now, std::vector<Outgoing>* out);
 
   State state() const { return state_; }
-  const Status& failure() const { return failure_; }                        // kFailed
+  const Status& failure() const { return failure_; }                           // kFailed
   const protocol::secagg::AggregateResult& result() const { return result_; }  // kDone
   std::vector<std::string> Edges(const std::vector<uint32_t>& indices) const;
   std::vector<std::string> participants() const;  // every edge that advertised keys
@@ -69,8 +69,8 @@ class SecAggRound {
   State state_ = State::kRunning;
   Status failure_;
   Clock::time_point deadline_;
-  std::map<std::string, uint32_t> index_of_;          // edge identity -> index
-  std::map<uint32_t, std::string> edge_of_;           // index -> edge identity
+  std::map<std::string, uint32_t> index_of_;  // edge identity -> index
+  std::map<uint32_t, std::string> edge_of_;   // index -> edge identity
   std::vector<protocol::secagg::AdvertiseKeys> advertised_;
   std::unique_ptr<protocol::secagg::Server> probe_;   // checks advertisements as they come
   std::unique_ptr<protocol::secagg::Server> server_;  // from the close of advertising

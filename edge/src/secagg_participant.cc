@@ -13,7 +13,8 @@ protocol::SecAgg Envelope(const std::string& link_id, const secagg::Message& m) 
 }
 }  // namespace
 
-Result<protocol::SecAgg> SecAggParticipant::Begin(const std::string& link_id, uint64_t round, std::vector<float> delta) {
+Result<protocol::SecAgg> SecAggParticipant::Begin(const std::string& link_id, uint64_t round,
+                                                  std::vector<float> delta) {
   client_.reset();
   secagg::ClientOptions o;
   o.context = {link_id, round};
@@ -29,11 +30,15 @@ Result<protocol::SecAgg> SecAggParticipant::Begin(const std::string& link_id, ui
   return Envelope(link_id_, client_->Advertise());
 }
 
-Result<std::optional<protocol::SecAgg>> SecAggParticipant::OnMessage(const protocol::SecAgg& message, bool* finished) {
+Result<std::optional<protocol::SecAgg>> SecAggParticipant::OnMessage(
+    const protocol::SecAgg& message, bool* finished) {
   *finished = false;
-  MLINK_ASSIGN_OR_RETURN(secagg::Message m, secagg::Parse(message.payload.data(), message.payload.size()));
-  const secagg::Context& ctx = std::visit([](const auto& x) -> const secagg::Context& { return x.context; }, m);
-  if (!client_ || ctx.link_id != link_id_ || ctx.round != round_) return std::optional<protocol::SecAgg>();
+  MLINK_ASSIGN_OR_RETURN(secagg::Message m,
+                         secagg::Parse(message.payload.data(), message.payload.size()));
+  const secagg::Context& ctx =
+      std::visit([](const auto& x) -> const secagg::Context& { return x.context; }, m);
+  if (!client_ || ctx.link_id != link_id_ || ctx.round != round_)
+    return std::optional<protocol::SecAgg>();
   if (auto* roster = std::get_if<secagg::Roster>(&m)) {
     clip_ = roster->params.clip;
     MLINK_ASSIGN_OR_RETURN(secagg::ShareKeys shares, client_->Share(*roster));

@@ -20,16 +20,21 @@ class SecAggParticipant {
   // With the edge's TLS key and certificate (PEM) its advertised keys are signed; with the CA
   // (PEM) it accepts only rosters whose every entry is signed by a distinct edge of that CA, so an
   // aggregator cannot put its own keys in a neighbour's place. Empty strings turn either off.
-  SecAggParticipant(std::string key_pem = "", std::string certificate_pem = "", std::string ca_pem = "")
-      : key_pem_(std::move(key_pem)), certificate_pem_(std::move(certificate_pem)), ca_pem_(std::move(ca_pem)) {}
+  SecAggParticipant(std::string key_pem = "", std::string certificate_pem = "",
+                    std::string ca_pem = "")
+      : key_pem_(std::move(key_pem)),
+        certificate_pem_(std::move(certificate_pem)),
+        ca_pem_(std::move(ca_pem)) {}
 
   // Starts taking part in `round` with `delta`; returns the key advertisement to send. Replaces
   // any round in progress.
-  Result<protocol::SecAgg> Begin(const std::string& link_id, uint64_t round, std::vector<float> delta);
+  Result<protocol::SecAgg> Begin(const std::string& link_id, uint64_t round,
+                                 std::vector<float> delta);
 
   // Answers one message of the round in progress: the payload to send back, or none (a message
   // for another round). `finished` is set when this answer completes the edge's part.
-  Result<std::optional<protocol::SecAgg>> OnMessage(const protocol::SecAgg& message, bool* finished);
+  Result<std::optional<protocol::SecAgg>> OnMessage(const protocol::SecAgg& message,
+                                                    bool* finished);
 
   void Reset() { client_.reset(); }
   bool active() const { return client_ != nullptr; }

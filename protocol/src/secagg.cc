@@ -65,7 +65,7 @@ Status OpensslError(const std::string& what) {
 constexpr std::size_t kNonceBytes = 12;
 constexpr std::size_t kTagBytes = 16;
 constexpr uint64_t kPrime = (uint64_t{1} << 61) - 1;  // GF(2^61 - 1)
-constexpr std::size_t kLimbs = 5;                      // 32 bytes as 4 x 7 + 4 bytes
+constexpr std::size_t kLimbs = 5;                     // 32 bytes as 4 x 7 + 4 bytes
 constexpr std::size_t kShareBytes = 4 + 8 * kLimbs;
 // Share plaintext: u32 from, u32 to, b share, s share.
 constexpr std::size_t kSharePlainBytes = 8 + 2 * kShareBytes;
@@ -164,7 +164,8 @@ Result<Bytes> Agree(EVP_PKEY* own, const Bytes& peer_public) {
       EVP_PKEY_derive_set_peer(ctx.get(), peer.get()) != 1 ||
       EVP_PKEY_derive(ctx.get(), secret.data(), &len) != 1 || len != kKeyBytes) {
     ERR_clear_error();
-    return Status::InvalidArgument("public key is not a usable X25519 key (malformed or low order)");
+    return Status::InvalidArgument(
+        "public key is not a usable X25519 key (malformed or low order)");
   }
   return secret;
 }
@@ -209,7 +210,8 @@ Result<Bytes> Seal(const Bytes& key, const Bytes& aad, const Bytes& plain) {
 
 // Fails (PermissionDenied) when the ciphertext, its key or its associated data differ.
 Result<Bytes> Open(const Bytes& key, const Bytes& aad, const Bytes& sealed) {
-  if (sealed.size() < kNonceBytes + kTagBytes) return Status::PermissionDenied("ciphertext too short");
+  if (sealed.size() < kNonceBytes + kTagBytes)
+    return Status::PermissionDenied("ciphertext too short");
   const std::size_t n = sealed.size() - kNonceBytes - kTagBytes;
   Bytes plain(n);
   Bytes tag(sealed.end() - kTagBytes, sealed.end());
@@ -233,7 +235,8 @@ Result<Bytes> Open(const Bytes& key, const Bytes& aad, const Bytes& sealed) {
 Status AddPrg(const Bytes& seed, bool subtract, std::vector<uint32_t>* acc) {
   static const uint8_t kZeroIv[16] = {0};
   CipherCtxPtr ctx(EVP_CIPHER_CTX_new());
-  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_ctr(), nullptr, seed.data(), kZeroIv) != 1) {
+  if (!ctx ||
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_ctr(), nullptr, seed.data(), kZeroIv) != 1) {
     return OpensslError("AES-256-CTR init");
   }
   constexpr std::size_t kChunkWords = 4096;
@@ -336,7 +339,8 @@ Status VerifyAdvertisement(const AdvertiseKeys& a, X509* cert) {
       EVP_DigestVerify(ctx.get(), a.signature.data(), a.signature.size(), message.data(),
                        message.size()) != 1) {
     ERR_clear_error();
-    return Status::PermissionDenied("the signature over its keys does not verify with its certificate");
+    return Status::PermissionDenied(
+        "the signature over its keys does not verify with its certificate");
   }
   return Status::Ok();
 }
@@ -353,8 +357,9 @@ Result<std::string> VerifyClientCertificate(X509* cert, X509* ca) {
   if (X509_verify_cert(ctx.get()) != 1) {
     const int err = X509_STORE_CTX_get_error(ctx.get());
     ERR_clear_error();
-    return Status::PermissionDenied(std::string("its certificate is not a client certificate of the deployment CA (") +
-                                    X509_verify_cert_error_string(err) + ")");
+    return Status::PermissionDenied(
+        std::string("its certificate is not a client certificate of the deployment CA (") +
+        X509_verify_cert_error_string(err) + ")");
   }
   char cn[257] = {0};
   if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) <= 0) {
@@ -400,8 +405,8 @@ struct ParsedShare {
 
 Result<ParsedShare> ParseShare(const Bytes& share) {
   if (share.size() != kShareBytes) {
-    return Status::InvalidArgument("a share has " + std::to_string(share.size()) + " bytes, expected " +
-                                   std::to_string(kShareBytes));
+    return Status::InvalidArgument("a share has " + std::to_string(share.size()) +
+                                   " bytes, expected " + std::to_string(kShareBytes));
   }
   ParsedShare p;
   p.point = GetU32(share.data());
@@ -443,7 +448,6 @@ bool Contains(const std::vector<uint32_t>& sorted, uint32_t v) {
   return std::binary_search(sorted.begin(), sorted.end(), v);
 }
 
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -451,7 +455,8 @@ bool Contains(const std::vector<uint32_t>& sorted, uint32_t v) {
 Result<std::string> CertificateSubject(const std::string& certificate_pem) {
   MLINK_ASSIGN_OR_RETURN(X509Ptr cert, ParseCertificate(certificate_pem));
   char cn[257] = {0};
-  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, cn, sizeof cn) <= 0) {
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, cn, sizeof cn) <=
+      0) {
     ERR_clear_error();
     return Status::InvalidArgument("the certificate has no subject CN");
   }
@@ -459,13 +464,17 @@ Result<std::string> CertificateSubject(const std::string& certificate_pem) {
 }
 
 Status ValidateParams(const Params& p, uint32_t n) {
-  if (n < 2) return Status::FailedPrecondition("secure aggregation needs at least 2 clients, got " + std::to_string(n));
+  if (n < 2)
+    return Status::FailedPrecondition("secure aggregation needs at least 2 clients, got " +
+                                      std::to_string(n));
   if (p.length == 0) return Status::InvalidArgument("secure aggregation: input length is 0");
   if (p.frac_bits > 30) return Status::InvalidArgument("secure aggregation: frac_bits above 30");
-  if (!(p.clip > 0) || !std::isfinite(p.clip)) return Status::InvalidArgument("secure aggregation: clip must be positive and finite");
+  if (!(p.clip > 0) || !std::isfinite(p.clip))
+    return Status::InvalidArgument("secure aggregation: clip must be positive and finite");
   const bool complete = p.degree == 0 || p.degree >= n - 1;
   if (!complete && p.degree % 2 != 0) {
-    return Status::InvalidArgument("secure aggregation: degree " + std::to_string(p.degree) + " must be even (Harary graph)");
+    return Status::InvalidArgument("secure aggregation: degree " + std::to_string(p.degree) +
+                                   " must be even (Harary graph)");
   }
   const uint32_t k = complete ? n - 1 : p.degree;
   if (p.threshold < 1 || p.threshold > k) {
@@ -473,7 +482,8 @@ Status ValidateParams(const Params& p, uint32_t n) {
                                    " must be in [1, " + std::to_string(k) + "] (the degree) for " +
                                    std::to_string(n) + " clients");
   }
-  const double worst = static_cast<double>(n) * p.clip * std::ldexp(1.0, static_cast<int>(p.frac_bits));
+  const double worst =
+      static_cast<double>(n) * p.clip * std::ldexp(1.0, static_cast<int>(p.frac_bits));
   if (worst >= std::ldexp(1.0, 31)) {
     return Status::OutOfRange("secure aggregation: " + std::to_string(n) + " clients x clip " +
                               std::to_string(p.clip) + " x 2^" + std::to_string(p.frac_bits) +
@@ -523,7 +533,8 @@ Result<std::vector<uint32_t>> EncodeFixedPoint(const std::vector<float>& x, cons
   const double scale = std::ldexp(1.0, static_cast<int>(params.frac_bits));
   for (std::size_t i = 0; i < x.size(); ++i) {
     const double v = x[i];
-    if (!std::isfinite(v)) return Status::InvalidArgument("input element " + std::to_string(i) + " is not finite");
+    if (!std::isfinite(v))
+      return Status::InvalidArgument("input element " + std::to_string(i) + " is not finite");
     if (std::fabs(v) > params.clip) {
       return Status::OutOfRange("input element " + std::to_string(i) + " = " + std::to_string(v) +
                                 " exceeds the clip bound " + std::to_string(params.clip));
@@ -542,7 +553,8 @@ std::vector<double> DecodeFixedPoint(const std::vector<uint32_t>& sum, const Par
 
 Result<std::vector<Bytes>> ShamirSplit(const Bytes& secret, uint32_t threshold,
                                        const std::vector<uint32_t>& points) {
-  if (secret.size() != kKeyBytes) return Status::InvalidArgument("Shamir: the secret must be 32 bytes");
+  if (secret.size() != kKeyBytes)
+    return Status::InvalidArgument("Shamir: the secret must be 32 bytes");
   if (threshold < 1 || threshold > points.size()) {
     return Status::InvalidArgument("Shamir: threshold " + std::to_string(threshold) + " with " +
                                    std::to_string(points.size()) + " shares");
@@ -591,7 +603,8 @@ Result<Bytes> ShamirCombine(const std::vector<Bytes>& shares, uint32_t threshold
   for (const Bytes& s : shares) {
     MLINK_ASSIGN_OR_RETURN(ParsedShare p, ParseShare(s));
     for (const ParsedShare& q : parsed) {
-      if (q.point == p.point) return Status::InvalidArgument("Shamir: two shares at point " + std::to_string(p.point));
+      if (q.point == p.point)
+        return Status::InvalidArgument("Shamir: two shares at point " + std::to_string(p.point));
     }
     parsed.push_back(p);
   }
@@ -605,7 +618,8 @@ Result<Bytes> ShamirCombine(const std::vector<Bytes>& shares, uint32_t threshold
       return Status::DataLoss("Shamir: shares are inconsistent");
     }
     if (limb >> (8 * LimbBytes(l)) != 0) return Status::DataLoss("Shamir: shares are inconsistent");
-    for (std::size_t b = 0; b < LimbBytes(l); ++b) secret.push_back(static_cast<uint8_t>(limb >> (8 * b)));
+    for (std::size_t b = 0; b < LimbBytes(l); ++b)
+      secret.push_back(static_cast<uint8_t>(limb >> (8 * b)));
   }
   return secret;
 }
@@ -614,10 +628,10 @@ Result<Bytes> ShamirCombine(const std::vector<Bytes>& shares, uint32_t threshold
 // Client.
 
 struct Client::Keys {
-  PkeyPtr c;         // encryption agreement key
-  PkeyPtr s;         // mask agreement key
-  Bytes s_private;   // raw, shared with the neighbours
-  Bytes b;           // self-mask seed
+  PkeyPtr c;                             // encryption agreement key
+  PkeyPtr s;                             // mask agreement key
+  Bytes s_private;                       // raw, shared with the neighbours
+  Bytes b;                               // self-mask seed
   std::map<uint32_t, Bytes> share_keys;  // AES-GCM key per neighbour, derived once in Share
 };
 
@@ -635,7 +649,8 @@ Result<std::unique_ptr<Client>> Client::Create(const ClientOptions& options) {
   const Context& context = options.context;
   const uint32_t client = options.client;
   if (options.key_pem.empty() != options.certificate_pem.empty()) {
-    return Status::InvalidArgument("secure aggregation: signing needs both key_pem and certificate_pem");
+    return Status::InvalidArgument(
+        "secure aggregation: signing needs both key_pem and certificate_pem");
   }
   if (!options.ca_pem.empty()) {
     auto ca = ParseCertificate(options.ca_pem);
@@ -664,19 +679,22 @@ Result<std::unique_ptr<Client>> Client::Create(const ClientOptions& options) {
       return Status::InvalidArgument("secure aggregation: key_pem does not match certificate_pem");
     }
     c->advertise_.certificate_pem = options.certificate_pem;
-    MLINK_ASSIGN_OR_RETURN(c->advertise_.signature, Sign(key->get(), AdvertisedBytes(c->advertise_)));
+    MLINK_ASSIGN_OR_RETURN(c->advertise_.signature,
+                           Sign(key->get(), AdvertisedBytes(c->advertise_)));
   }
   return c;
 }
 
 Result<ShareKeys> Client::Share(const Roster& roster) {
   const std::string who = "client " + std::to_string(roster.recipient) + ", " + Where(context_);
-  if (phase_ != Phase::kAdvertised) return Status::FailedPrecondition(who + ": keys already shared");
+  if (phase_ != Phase::kAdvertised)
+    return Status::FailedPrecondition(who + ": keys already shared");
   if (roster.context != context_) {
     return Status::PermissionDenied(who + ": roster is for " + Where(roster.context));
   }
   if (roster.recipient == 0 || (client_ != 0 && roster.recipient != client_)) {
-    return Status::InvalidArgument(who + ": roster is for client " + std::to_string(roster.recipient));
+    return Status::InvalidArgument(who + ": roster is for client " +
+                                   std::to_string(roster.recipient));
   }
   const uint32_t self = roster.recipient;
   neighbours_.clear();
@@ -684,13 +702,17 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
   std::set<Bytes> keys_seen;
   bool found_self = false;
   for (const AdvertiseKeys& a : roster.clients) {
-    if (a.context != context_) return Status::PermissionDenied(who + ": roster entry from " + Where(a.context));
-    if (!ids.empty() && a.client <= ids.back()) return Status::InvalidArgument(who + ": roster not sorted or repeats a client");
+    if (a.context != context_)
+      return Status::PermissionDenied(who + ": roster entry from " + Where(a.context));
+    if (!ids.empty() && a.client <= ids.back())
+      return Status::InvalidArgument(who + ": roster not sorted or repeats a client");
     if (a.c_public.size() != kKeyBytes || a.s_public.size() != kKeyBytes) {
-      return Status::InvalidArgument(who + ": client " + std::to_string(a.client) + " has a malformed key");
+      return Status::InvalidArgument(who + ": client " + std::to_string(a.client) +
+                                     " has a malformed key");
     }
     if (!keys_seen.insert(a.c_public).second || !keys_seen.insert(a.s_public).second) {
-      return Status::InvalidArgument(who + ": client " + std::to_string(a.client) + " repeats a key");
+      return Status::InvalidArgument(who + ": client " + std::to_string(a.client) +
+                                     " repeats a key");
     }
     if (a.client == self) {
       if (a.c_public != advertise_.c_public || a.s_public != advertise_.s_public) {
@@ -741,7 +763,8 @@ Result<ShareKeys> Client::Share(const Roster& roster) {
   for (std::size_t i = 0; i < nb.size(); ++i) {
     const uint32_t to = nb[i];
     auto key = EncryptionKey(keys_->c.get(), neighbours_.at(to).c_public, context_);
-    if (!key.ok()) return key.status().WithContext(who + ": client " + std::to_string(to) + "'s c key");
+    if (!key.ok())
+      return key.status().WithContext(who + ": client " + std::to_string(to) + "'s c key");
     keys_->share_keys[to] = *key;
     Bytes plain;
     plain.reserve(kSharePlainBytes);
@@ -764,26 +787,35 @@ Result<MaskedInput> Client::Mask(const IncomingShares& incoming, const std::vect
   if (incoming.context != context_) {
     return Status::PermissionDenied(who + ": shares are for " + Where(incoming.context));
   }
-  if (incoming.client != client_) return Status::InvalidArgument(who + ": shares are for client " + std::to_string(incoming.client));
+  if (incoming.client != client_)
+    return Status::InvalidArgument(who + ": shares are for client " +
+                                   std::to_string(incoming.client));
   if (input.size() != params_.length) {
-    return Status::InvalidArgument(who + ": input has " + std::to_string(input.size()) + " values, the round " +
-                                   std::to_string(params_.length));
+    return Status::InvalidArgument(who + ": input has " + std::to_string(input.size()) +
+                                   " values, the round " + std::to_string(params_.length));
   }
   MLINK_ASSIGN_OR_RETURN(std::vector<uint32_t> y, EncodeFixedPoint(input, params_));
   std::map<uint32_t, std::pair<Bytes, Bytes>> held;
   for (const EncryptedShare& e : incoming.shares) {
     const std::string from = "share from client " + std::to_string(e.from);
     auto nb = neighbours_.find(e.from);
-    if (nb == neighbours_.end()) return Status::PermissionDenied(who + ": " + from + ", not a neighbour");
-    if (e.to != client_) return Status::InvalidArgument(who + ": " + from + " is addressed to client " + std::to_string(e.to));
-    if (held.count(e.from)) return Status::AlreadyExists(who + ": two shares from client " + std::to_string(e.from));
-    auto plain = Open(keys_->share_keys.at(e.from), ShareAad(context_, e.from, client_), e.ciphertext);
+    if (nb == neighbours_.end())
+      return Status::PermissionDenied(who + ": " + from + ", not a neighbour");
+    if (e.to != client_)
+      return Status::InvalidArgument(who + ": " + from + " is addressed to client " +
+                                     std::to_string(e.to));
+    if (held.count(e.from))
+      return Status::AlreadyExists(who + ": two shares from client " + std::to_string(e.from));
+    auto plain =
+        Open(keys_->share_keys.at(e.from), ShareAad(context_, e.from, client_), e.ciphertext);
     if (!plain.ok()) {
-      return Status::PermissionDenied(who + ": " + from +
-                                      " does not authenticate (tampered, wrong key, or from another round or link)");
+      return Status::PermissionDenied(
+          who + ": " + from +
+          " does not authenticate (tampered, wrong key, or from another round or link)");
     }
     const Bytes& p = *plain;
-    if (p.size() != kSharePlainBytes || GetU32(p.data()) != e.from || GetU32(p.data() + 4) != client_) {
+    if (p.size() != kSharePlainBytes || GetU32(p.data()) != e.from ||
+        GetU32(p.data() + 4) != client_) {
       return Status::InvalidArgument(who + ": " + from + " is malformed");
     }
     Bytes b_share(p.begin() + 8, p.begin() + 8 + kShareBytes);
@@ -800,7 +832,8 @@ Result<MaskedInput> Client::Mask(const IncomingShares& incoming, const std::vect
   }
   MLINK_RETURN_IF_ERROR(AddPrg(keys_->b, false, &y));
   for (const auto& [j, unused] : held) {
-    MLINK_ASSIGN_OR_RETURN(Bytes seed, MaskSeed(keys_->s.get(), neighbours_.at(j).s_public, context_));
+    MLINK_ASSIGN_OR_RETURN(Bytes seed,
+                           MaskSeed(keys_->s.get(), neighbours_.at(j).s_public, context_));
     MLINK_RETURN_IF_ERROR(AddPrg(seed, /*subtract=*/client_ > j, &y));
   }
   held_ = std::move(held);
@@ -814,7 +847,8 @@ Result<MaskedInput> Client::Mask(const IncomingShares& incoming, const std::vect
 
 Result<UnmaskResponse> Client::Unmask(const UnmaskRequest& request) {
   const std::string who = "client " + std::to_string(client_) + ", " + Where(context_);
-  if (phase_ == Phase::kDone) return Status::FailedPrecondition(who + ": unmasking already answered");
+  if (phase_ == Phase::kDone)
+    return Status::FailedPrecondition(who + ": unmasking already answered");
   if (phase_ != Phase::kMasked) return Status::FailedPrecondition(who + ": no masked input sent");
   if (request.context != context_) {
     return Status::PermissionDenied(who + ": unmask request is for " + Where(request.context));
@@ -824,7 +858,8 @@ Result<UnmaskResponse> Client::Unmask(const UnmaskRequest& request) {
       std::adjacent_find(survivors.begin(), survivors.end()) != survivors.end()) {
     return Status::InvalidArgument(who + ": survivor list not sorted or repeats a client");
   }
-  if (!Contains(survivors, client_)) return Status::InvalidArgument(who + ": this client is not among the survivors");
+  if (!Contains(survivors, client_))
+    return Status::InvalidArgument(who + ": this client is not among the survivors");
   uint32_t surviving_neighbours = 0;
   for (const auto& [j, unused] : held_) surviving_neighbours += Contains(survivors, j) ? 1 : 0;
   if (surviving_neighbours < params_.threshold) {
@@ -853,12 +888,14 @@ Server::Server(const Context& context, const Params& params, uint32_t min_client
 Result<std::unique_ptr<Server>> Server::Create(const Context& context, const Params& params,
                                                uint32_t min_clients) {
   if (min_clients < params.threshold + 1) {
-    return Status::InvalidArgument("secure aggregation: min_clients " + std::to_string(min_clients) +
-                                   " must exceed the threshold " + std::to_string(params.threshold));
+    return Status::InvalidArgument("secure aggregation: min_clients " +
+                                   std::to_string(min_clients) + " must exceed the threshold " +
+                                   std::to_string(params.threshold));
   }
   if (params.degree % 2 != 0 || (params.degree != 0 && params.threshold > params.degree)) {
     return Status::InvalidArgument("secure aggregation: degree " + std::to_string(params.degree) +
-                                   " must be even and at least the threshold " + std::to_string(params.threshold));
+                                   " must be even and at least the threshold " +
+                                   std::to_string(params.threshold));
   }
   Params complete = params;  // the smallest round allowed is a complete graph of min_clients
   complete.degree = 0;
@@ -868,17 +905,21 @@ Result<std::unique_ptr<Server>> Server::Create(const Context& context, const Par
 
 Status Server::AddAdvertisement(const AdvertiseKeys& m) {
   const std::string who = Where(context_) + ": keys of client " + std::to_string(m.client);
-  if (phase_ != Phase::kAdvertising) return Status::FailedPrecondition(who + ": advertising is closed");
+  if (phase_ != Phase::kAdvertising)
+    return Status::FailedPrecondition(who + ": advertising is closed");
   if (m.context != context_) return Status::PermissionDenied(who + " are for " + Where(m.context));
   if (m.client == 0) return Status::InvalidArgument(who + ": index 0 is reserved");
   if (roster_.count(m.client)) return Status::AlreadyExists(who + " already advertised");
-  if (m.c_public.size() != kKeyBytes || m.s_public.size() != kKeyBytes || m.c_public == m.s_public) {
-    return Status::InvalidArgument(who + " are malformed (two distinct 32-byte X25519 keys expected)");
+  if (m.c_public.size() != kKeyBytes || m.s_public.size() != kKeyBytes ||
+      m.c_public == m.s_public) {
+    return Status::InvalidArgument(who +
+                                   " are malformed (two distinct 32-byte X25519 keys expected)");
   }
   for (const auto& [id, a] : roster_) {
     if (a.c_public == m.c_public || a.s_public == m.s_public || a.c_public == m.s_public ||
         a.s_public == m.c_public) {
-      return Status::InvalidArgument(who + " repeat keys of client " + std::to_string(id) + " (replayed)");
+      return Status::InvalidArgument(who + " repeat keys of client " + std::to_string(id) +
+                                     " (replayed)");
     }
   }
   if (!m.certificate_pem.empty() || !m.signature.empty()) {
@@ -897,11 +938,13 @@ Status Server::AddAdvertisement(const AdvertiseKeys& m) {
 }
 
 Result<std::map<uint32_t, Roster>> Server::CloseAdvertising() {
-  if (phase_ != Phase::kAdvertising) return Status::FailedPrecondition(Where(context_) + ": advertising already closed");
+  if (phase_ != Phase::kAdvertising)
+    return Status::FailedPrecondition(Where(context_) + ": advertising already closed");
   const auto n = static_cast<uint32_t>(roster_.size());
   if (n < min_clients_) {
     return Status::FailedPrecondition(Where(context_) + ": " + std::to_string(n) +
-                                      " clients advertised keys, " + std::to_string(min_clients_) + " needed");
+                                      " clients advertised keys, " + std::to_string(min_clients_) +
+                                      " needed");
   }
   MLINK_RETURN_IF_ERROR(ValidateParams(params_, n));
   std::vector<uint32_t> ids;
@@ -937,7 +980,8 @@ Status Server::AddShareKeys(const ShareKeys& m) {
   for (const EncryptedShare& e : m.shares) {
     if (e.from != m.client || !Contains(nb->second, e.to) || !to.insert(e.to).second ||
         e.ciphertext.size() != kShareCipherBytes) {
-      return Status::InvalidArgument(who + ": a share is not from the sender to a distinct neighbour, or malformed");
+      return Status::InvalidArgument(
+          who + ": a share is not from the sender to a distinct neighbour, or malformed");
     }
   }
   shared_[m.client] = m;
@@ -945,10 +989,12 @@ Status Server::AddShareKeys(const ShareKeys& m) {
 }
 
 Result<std::map<uint32_t, IncomingShares>> Server::CloseSharing() {
-  if (phase_ != Phase::kSharing) return Status::FailedPrecondition(Where(context_) + ": sharing is not open");
+  if (phase_ != Phase::kSharing)
+    return Status::FailedPrecondition(Where(context_) + ": sharing is not open");
   if (shared_.size() < min_clients_) {
     return Status::FailedPrecondition(Where(context_) + ": " + std::to_string(shared_.size()) +
-                                      " clients shared keys, " + std::to_string(min_clients_) + " needed");
+                                      " clients shared keys, " + std::to_string(min_clients_) +
+                                      " needed");
   }
   std::map<uint32_t, IncomingShares> out;
   for (const auto& [id, unused] : shared_) {
@@ -972,11 +1018,12 @@ Status Server::AddMaskedInput(const MaskedInput& m) {
   const std::string who = Where(context_) + ": input of client " + std::to_string(m.client);
   if (phase_ != Phase::kMasking) return Status::FailedPrecondition(who + ": masking is not open");
   if (m.context != context_) return Status::PermissionDenied(who + " is for " + Where(m.context));
-  if (!shared_.count(m.client)) return Status::PermissionDenied(who + ": the client did not share keys");
+  if (!shared_.count(m.client))
+    return Status::PermissionDenied(who + ": the client did not share keys");
   if (masked_.count(m.client)) return Status::AlreadyExists(who + " already received");
   if (m.masked.size() != params_.length) {
-    return Status::InvalidArgument(who + " has " + std::to_string(m.masked.size()) + " values, expected " +
-                                   std::to_string(params_.length));
+    return Status::InvalidArgument(who + " has " + std::to_string(m.masked.size()) +
+                                   " values, expected " + std::to_string(params_.length));
   }
   for (std::size_t i = 0; i < sum_.size(); ++i) sum_[i] += m.masked[i];
   masked_.insert(m.client);
@@ -984,10 +1031,12 @@ Status Server::AddMaskedInput(const MaskedInput& m) {
 }
 
 Result<UnmaskRequest> Server::CloseMasking() {
-  if (phase_ != Phase::kMasking) return Status::FailedPrecondition(Where(context_) + ": masking is not open");
+  if (phase_ != Phase::kMasking)
+    return Status::FailedPrecondition(Where(context_) + ": masking is not open");
   if (masked_.size() < min_clients_) {
     return Status::FailedPrecondition(Where(context_) + ": " + std::to_string(masked_.size()) +
-                                      " masked inputs arrived, " + std::to_string(min_clients_) + " needed");
+                                      " masked inputs arrived, " + std::to_string(min_clients_) +
+                                      " needed");
   }
   phase_ = Phase::kUnmasking;
   UnmaskRequest r;
@@ -997,8 +1046,10 @@ Result<UnmaskRequest> Server::CloseMasking() {
 }
 
 Status Server::AddUnmaskResponse(const UnmaskResponse& m) {
-  const std::string who = Where(context_) + ": unmasking shares of client " + std::to_string(m.client);
-  if (phase_ != Phase::kUnmasking) return Status::FailedPrecondition(who + ": unmasking is not open");
+  const std::string who =
+      Where(context_) + ": unmasking shares of client " + std::to_string(m.client);
+  if (phase_ != Phase::kUnmasking)
+    return Status::FailedPrecondition(who + ": unmasking is not open");
   if (m.context != context_) return Status::PermissionDenied(who + " are for " + Where(m.context));
   if (!masked_.count(m.client)) return Status::PermissionDenied(who + ": not a survivor");
   if (responses_.count(m.client)) return Status::AlreadyExists(who + " already received");
@@ -1010,11 +1061,13 @@ Status Server::AddUnmaskResponse(const UnmaskResponse& m) {
                                      ", not a neighbour that shared keys, or repeated");
     }
     if (s.is_mask_key == (masked_.count(s.owner) > 0)) {
-      return Status::InvalidArgument(who + ": the share of client " + std::to_string(s.owner) +
-                                     " is of the wrong kind (b for survivors, s for dropped clients)");
+      return Status::InvalidArgument(
+          who + ": the share of client " + std::to_string(s.owner) +
+          " is of the wrong kind (b for survivors, s for dropped clients)");
     }
     if (s.share.size() != kShareBytes || GetU32(s.share.data()) != m.client) {
-      return Status::InvalidArgument(who + ": the share of client " + std::to_string(s.owner) + " is malformed");
+      return Status::InvalidArgument(who + ": the share of client " + std::to_string(s.owner) +
+                                     " is malformed");
     }
   }
   responses_[m.client] = m;
@@ -1022,11 +1075,13 @@ Status Server::AddUnmaskResponse(const UnmaskResponse& m) {
 }
 
 Result<AggregateResult> Server::Finish() {
-  if (phase_ != Phase::kUnmasking) return Status::FailedPrecondition(Where(context_) + ": unmasking is not open");
+  if (phase_ != Phase::kUnmasking)
+    return Status::FailedPrecondition(Where(context_) + ": unmasking is not open");
   // Shares per owner, from the survivors that answered.
   std::map<uint32_t, std::vector<Bytes>> b_shares, s_shares;
   for (const auto& [from, r] : responses_) {
-    for (const RevealedShare& s : r.shares) (s.is_mask_key ? s_shares : b_shares)[s.owner].push_back(s.share);
+    for (const RevealedShare& s : r.shares)
+      (s.is_mask_key ? s_shares : b_shares)[s.owner].push_back(s.share);
   }
   AggregateResult result;
   std::vector<uint32_t> total = sum_;
@@ -1034,8 +1089,9 @@ Result<AggregateResult> Server::Finish() {
   for (uint32_t j : masked_) {
     const auto& shares = b_shares[j];
     if (shares.size() < params_.threshold) {
-      return Status::FailedPrecondition(cannot + "survivor " + std::to_string(j) + "'s self mask has " +
-                                        std::to_string(shares.size()) + " shares from surviving neighbours, " +
+      return Status::FailedPrecondition(cannot + "survivor " + std::to_string(j) +
+                                        "'s self mask has " + std::to_string(shares.size()) +
+                                        " shares from surviving neighbours, " +
                                         std::to_string(params_.threshold) + " needed");
     }
     auto b = ShamirCombine(shares, params_.threshold);
@@ -1047,12 +1103,14 @@ Result<AggregateResult> Server::Finish() {
     if (masked_.count(j)) continue;
     const auto& shares = s_shares[j];
     if (shares.size() < params_.threshold) {
-      return Status::FailedPrecondition(cannot + "dropped client " + std::to_string(j) + "'s mask key has " +
-                                        std::to_string(shares.size()) + " shares from surviving neighbours, " +
+      return Status::FailedPrecondition(cannot + "dropped client " + std::to_string(j) +
+                                        "'s mask key has " + std::to_string(shares.size()) +
+                                        " shares from surviving neighbours, " +
                                         std::to_string(params_.threshold) + " needed");
     }
     auto raw = ShamirCombine(shares, params_.threshold);
-    if (!raw.ok()) return raw.status().WithContext(cannot + "mask key of client " + std::to_string(j));
+    if (!raw.ok())
+      return raw.status().WithContext(cannot + "mask key of client " + std::to_string(j));
     MLINK_ASSIGN_OR_RETURN(PkeyPtr s_key, PrivateFromRaw(*raw));
     MLINK_ASSIGN_OR_RETURN(Bytes pub, PublicOf(s_key.get()));
     if (pub != roster_.at(j).s_public) {
@@ -1150,11 +1208,13 @@ class Reader {
     uint64_t raw = 0;
     MLINK_RETURN_IF_ERROR(U64(field, &raw));
     if (raw > limit) {
-      return Status::OutOfRange(std::string(field) + " has " + std::to_string(raw) + ", limit " + std::to_string(limit));
+      return Status::OutOfRange(std::string(field) + " has " + std::to_string(raw) + ", limit " +
+                                std::to_string(limit));
     }
     if (raw > left_ / min_entry) {
-      return Status::InvalidArgument(std::string("truncated payload: ") + field + " claims " + std::to_string(raw) +
-                                     " but only " + std::to_string(left_) + " bytes are left");
+      return Status::InvalidArgument(std::string("truncated payload: ") + field + " claims " +
+                                     std::to_string(raw) + " but only " + std::to_string(left_) +
+                                     " bytes are left");
     }
     *n = static_cast<std::size_t>(raw);
     return Status::Ok();
@@ -1366,14 +1426,16 @@ Result<Message> ParseBody(Kind kind, const secagg::Context& context, Reader& r) 
         uint8_t flag = 0;
         MLINK_RETURN_IF_ERROR(r.U32("owner", &s.owner));
         MLINK_RETURN_IF_ERROR(r.U8("is_mask_key", &flag));
-        if (flag > 1) return Status::InvalidArgument("is_mask_key is " + std::to_string(flag) + ", not 0 or 1");
+        if (flag > 1)
+          return Status::InvalidArgument("is_mask_key is " + std::to_string(flag) + ", not 0 or 1");
         s.is_mask_key = flag == 1;
         MLINK_RETURN_IF_ERROR(r.Blob("share", l.max_blob, &s.share));
       }
       return Message(std::move(m));
     }
   }
-  return Status::InvalidArgument("unknown secure-aggregation message kind " + std::to_string(static_cast<int>(kind)));
+  return Status::InvalidArgument("unknown secure-aggregation message kind " +
+                                 std::to_string(static_cast<int>(kind)));
 }
 
 }  // namespace
@@ -1388,20 +1450,24 @@ Result<Message> Parse(const uint8_t* data, std::size_t size, const PayloadLimits
   Reader r(data, size, limits);
   uint8_t kind = 0;
   MLINK_RETURN_IF_ERROR(r.U8("kind", &kind));
-  if (kind < static_cast<uint8_t>(Kind::kAdvertiseKeys) || kind > static_cast<uint8_t>(Kind::kUnmaskResponse)) {
-    return Status::InvalidArgument("unknown secure-aggregation message kind " + std::to_string(kind));
+  if (kind < static_cast<uint8_t>(Kind::kAdvertiseKeys) ||
+      kind > static_cast<uint8_t>(Kind::kUnmaskResponse)) {
+    return Status::InvalidArgument("unknown secure-aggregation message kind " +
+                                   std::to_string(kind));
   }
   secagg::Context context;
   MLINK_RETURN_IF_ERROR(r.Context(&context));
   MLINK_ASSIGN_OR_RETURN(Message m, ParseBody(static_cast<Kind>(kind), context, r));
   if (r.left() != 0) {
-    return Status::InvalidArgument(std::to_string(r.left()) + " trailing bytes after the last field");
+    return Status::InvalidArgument(std::to_string(r.left()) +
+                                   " trailing bytes after the last field");
   }
   return m;
 }
 
 std::size_t WireBytes(const Message& message) {
-  const std::size_t link_bytes = std::visit([](const auto& m) { return m.context.link_id.size(); }, message);
+  const std::size_t link_bytes =
+      std::visit([](const auto& m) { return m.context.link_id.size(); }, message);
   return kEnvelopeBytes + link_bytes + Serialize(message).size();
 }
 

@@ -37,7 +37,8 @@ std::vector<float> InitialParams() { return (*link::Link::Create(Spec(), 7))->Ge
 std::vector<float> Delta(int k, std::size_t n) {
   std::vector<float> d(n);
   for (std::size_t i = 0; i < n; ++i) {
-    d[i] = static_cast<float>(0.0137 * (k + 1) * (static_cast<int>(i % 7) - 3.5) + 0.00031 * static_cast<double>(i + 1));
+    d[i] = static_cast<float>(0.0137 * (k + 1) * (static_cast<int>(i % 7) - 3.5) +
+                              0.00031 * static_cast<double>(i + 1));
   }
   return d;
 }
@@ -80,7 +81,8 @@ class SecAggAggregatorTest : public ::testing::Test {
     delete certs_;
   }
   void SetUp() override {
-    data_ = mlink::testing::TempDir(std::string("secagg-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    data_ = mlink::testing::TempDir(
+        std::string("secagg-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     ASSERT_TRUE(log::SetFile(data_ + "/cloud.log"));
     log::SetLevel(log::Level::kDebug);
   }
@@ -159,13 +161,15 @@ class SecAggAggregatorTest : public ::testing::Test {
 };
 std::string* SecAggAggregatorTest::certs_ = nullptr;
 
-TEST_F(SecAggAggregatorTest, AverageEqualsPlainAverageThroughDropsAndNothingIndividualIsStoredOrLogged) {
+TEST_F(SecAggAggregatorTest,
+       AverageEqualsPlainAverageThroughDropsAndNothingIndividualIsStoredOrLogged) {
   auto agg = Aggregator::Start(Options(6, 1.5));
   ASSERT_TRUE(agg.ok()) << agg.status();
   const uint16_t port = (*agg)->port();
   const std::vector<float> theta = InitialParams();
   const std::size_t d = theta.size();
-  const std::vector<std::string> names = {"site-a", "site-b", "site-c", "site-d", "site-e", "site-f"};
+  const std::vector<std::string> names = {"site-a", "site-b", "site-c",
+                                          "site-d", "site-e", "site-f"};
   std::vector<Edge> edges;
   for (const auto& n : names) edges.push_back(Join(n, port));
   ASSERT_EQ(edges.size(), 6u);
@@ -235,7 +239,8 @@ TEST_F(SecAggAggregatorTest, AverageEqualsPlainAverageThroughDropsAndNothingIndi
     auto g = edges[k].conn->Next<protocol::GlobalLink>(15);
     ASSERT_TRUE(g);
     EXPECT_EQ(g->round, 1u);
-    for (std::size_t i = 0; i < d; ++i) EXPECT_NEAR(g->params[i], expected[i], 2e-5) << i;  // fixed point: 2^-17
+    for (std::size_t i = 0; i < d; ++i)
+      EXPECT_NEAR(g->params[i], expected[i], 2e-5) << i;  // fixed point: 2^-17
   }
   auto status = (*agg)->GetLink("l1");
   ASSERT_TRUE(status.ok());
@@ -280,7 +285,8 @@ TEST_F(SecAggAggregatorTest, TooFewAnswersFailTheRoundClearlyAndItRestarts) {
   auto signed_as_other = edges[1].conn->Next<protocol::Reject>();
   ASSERT_TRUE(signed_as_other);
   EXPECT_EQ(signed_as_other->reason, RejectReason::kSecAgg);
-  EXPECT_NE(signed_as_other->text.find("signed as 'site-c', not as this edge ('site-b')"), std::string::npos)
+  EXPECT_NE(signed_as_other->text.find("signed as 'site-c', not as this edge ('site-b')"),
+            std::string::npos)
       << signed_as_other->text;
   // A second advertisement from the same edge is refused.
   Send(edges[0], edges[0].client->Advertise());

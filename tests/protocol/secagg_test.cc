@@ -1,7 +1,6 @@
 #include "mlink/protocol/secagg.h"
 
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cmath>
@@ -9,8 +8,8 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
@@ -60,8 +59,9 @@ Result<T> ThroughWire(const T& m) {
   return std::get<T>(std::move(parsed));
 }
 
-// Drives one round in memory, every message through its payload encoding. Clients in `drop_before_mask` share keys but send no input; those
-// in `silent_in_unmask` send an input but do not answer the unmask request.
+// Drives one round in memory, every message through its payload encoding. Clients in
+// `drop_before_mask` share keys but send no input; those in `silent_in_unmask` send an input but do
+// not answer the unmask request.
 struct Round {
   Context context{"hog->fullbody", 7};
   Params params;
@@ -75,7 +75,7 @@ struct Round {
 
   std::vector<std::unique_ptr<Client>> clients;  // index i holds client i + 1
   std::unique_ptr<Server> server;
-  std::vector<MaskedInput> seen_inputs;           // what the server received in phase 3
+  std::vector<MaskedInput> seen_inputs;  // what the server received in phase 3
 
   Result<AggregateResult> Run() {
     MLINK_ASSIGN_OR_RETURN(server, Server::Create(context, params, min_clients));
@@ -83,7 +83,8 @@ struct Round {
       MLINK_ASSIGN_OR_RETURN(auto client, Client::Create(context, indices_from_roster ? 0 : c));
       AdvertiseKeys advertised = client->Advertise();
       if (indices_from_roster) {
-        if (advertised.client != 0) return Status::Internal("an unnumbered client advertised an index");
+        if (advertised.client != 0)
+          return Status::Internal("an unnumbered client advertised an index");
         advertised.client = c;
       }
       MLINK_ASSIGN_OR_RETURN(advertised, ThroughWire(advertised));
@@ -98,14 +99,16 @@ struct Round {
       MLINK_ASSIGN_OR_RETURN(Roster roster, ThroughWire(rosters.at(c)));
       MLINK_ASSIGN_OR_RETURN(ShareKeys sk, clients[c - 1]->Share(roster));
       MLINK_ASSIGN_OR_RETURN(sk, ThroughWire(sk));
-      if (clients[c - 1]->Advertise().client != c) return Status::Internal("the client did not take its index");
+      if (clients[c - 1]->Advertise().client != c)
+        return Status::Internal("the client did not take its index");
       MLINK_RETURN_IF_ERROR(server->AddShareKeys(sk));
     }
     MLINK_ASSIGN_OR_RETURN(auto routed, server->CloseSharing());
     for (uint32_t c = 1; c <= n; ++c) {
       if (drop_before_mask.count(c)) continue;
       MLINK_ASSIGN_OR_RETURN(IncomingShares incoming, ThroughWire(routed.at(c)));
-      MLINK_ASSIGN_OR_RETURN(MaskedInput y, clients[c - 1]->Mask(incoming, InputOf(c, params.length)));
+      MLINK_ASSIGN_OR_RETURN(MaskedInput y,
+                             clients[c - 1]->Mask(incoming, InputOf(c, params.length)));
       MLINK_ASSIGN_OR_RETURN(y, ThroughWire(y));
       MLINK_RETURN_IF_ERROR(server->AddMaskedInput(y));
       seen_inputs.push_back(std::move(y));
@@ -130,7 +133,8 @@ std::vector<uint32_t> Range(uint32_t n, const std::set<uint32_t>& minus = {}) {
   return out;
 }
 
-void ExpectSumMatches(const AggregateResult& got, const std::vector<uint32_t>& contributors, const Params& p) {
+void ExpectSumMatches(const AggregateResult& got, const std::vector<uint32_t>& contributors,
+                      const Params& p) {
   EXPECT_EQ(got.survivors, contributors);
   const std::vector<double> want = FixedPointSum(contributors, p);
   ASSERT_EQ(got.sum.size(), want.size());
@@ -142,7 +146,8 @@ void ExpectSumMatches(const AggregateResult& got, const std::vector<uint32_t>& c
   for (uint32_t i = 0; i < p.length; ++i) {
     ASSERT_EQ(got.sum[i], want[i]) << "element " << i;  // exact: the masks cancel mod 2^32
     // Fixed point rounds each input by at most 2^-17.
-    ASSERT_NEAR(got.sum[i], plain[i], contributors.size() * std::ldexp(1.0, -17)) << "element " << i;
+    ASSERT_NEAR(got.sum[i], plain[i], contributors.size() * std::ldexp(1.0, -17))
+        << "element " << i;
   }
 }
 
@@ -163,7 +168,7 @@ TEST(SecAggParamsTest, RejectsOddDegreeBadThresholdAndOverflow) {
   EXPECT_EQ(ValidateParams(MakeParams(3, 5, 10), 100).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateParams(MakeParams(7, 6, 10), 100).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateParams(MakeParams(0, 6, 10), 100).code(), StatusCode::kInvalidArgument);
-  EXPECT_TRUE(ValidateParams(MakeParams(4, 0, 10), 5).ok());   // complete graph: degree 4
+  EXPECT_TRUE(ValidateParams(MakeParams(4, 0, 10), 5).ok());  // complete graph: degree 4
   EXPECT_EQ(ValidateParams(MakeParams(5, 0, 10), 5).code(), StatusCode::kInvalidArgument);
   // 4096 clients x 8 x 2^16 = 2^31 does not fit a signed 32-bit sum.
   EXPECT_EQ(ValidateParams(MakeParams(3, 6, 10), 4096).code(), StatusCode::kOutOfRange);
@@ -265,8 +270,8 @@ TEST(SecAggRoundTest, SparseGraphRecoversClientsDroppedAfterSharingAndSilentSurv
   r.params = MakeParams(5, 10, 1000);  // 10 neighbours, 5 of them lost at worst
   r.n = 30;
   r.min_clients = 20;
-  r.drop_before_mask = {3, 4, 17};   // shared keys, sent no input: their pairwise masks are rebuilt
-  r.silent_in_unmask = {9, 25};      // sent inputs, then vanished: their b is rebuilt from others
+  r.drop_before_mask = {3, 4, 17};  // shared keys, sent no input: their pairwise masks are rebuilt
+  r.silent_in_unmask = {9, 25};     // sent inputs, then vanished: their b is rebuilt from others
   auto result = r.Run();
   ASSERT_TRUE(result.ok()) << result.status();
   ExpectSumMatches(*result, Range(30, {3, 4, 17}), r.params);
@@ -307,7 +312,8 @@ TEST(SecAggRoundTest, SurvivesDropsDownToTheThresholdAndFailsClearlyBelow) {
     auto result = r.Run();
     ASSERT_FALSE(result.ok());
     EXPECT_EQ(result.status().code(), StatusCode::kFailedPrecondition);
-    EXPECT_NE(result.status().message().find("cannot unmask link 'hog->fullbody' round 7"), std::string::npos)
+    EXPECT_NE(result.status().message().find("cannot unmask link 'hog->fullbody' round 7"),
+              std::string::npos)
         << result.status();
     EXPECT_NE(result.status().message().find("3 needed"), std::string::npos) << result.status();
   }
@@ -321,7 +327,8 @@ TEST(SecAggRoundTest, SurvivesDropsDownToTheThresholdAndFailsClearlyBelow) {
     auto result = r.Run();
     ASSERT_FALSE(result.ok());
     EXPECT_EQ(result.status().code(), StatusCode::kFailedPrecondition);
-    EXPECT_NE(result.status().message().find("4 masked inputs arrived, 5 needed"), std::string::npos)
+    EXPECT_NE(result.status().message().find("4 masked inputs arrived, 5 needed"),
+              std::string::npos)
         << result.status();
   }
 }
@@ -330,11 +337,13 @@ TEST(SecAggPayloadTest, GoldenBytesPinTheLayout) {
   UnmaskRequest m;
   m.context = {"ab", 0x0102};
   m.survivors = {1, 3};
-  const Bytes want = {0x06,                                            // kind: UnmaskRequest
-                      0x02, 0, 0, 0, 0, 0, 0, 0, 'a', 'b',             // link id
-                      0x02, 0x01, 0, 0, 0, 0, 0, 0,                    // round
-                      0x02, 0, 0, 0, 0, 0, 0, 0,                       // two survivors
+  // clang-format off
+  const Bytes want = {0x06,                                 // kind: UnmaskRequest
+                      0x02, 0, 0, 0, 0, 0, 0, 0, 'a', 'b',  // link id
+                      0x02, 0x01, 0, 0, 0, 0, 0, 0,         // round
+                      0x02, 0, 0, 0, 0, 0, 0, 0,            // two survivors
                       0x01, 0, 0, 0, 0x03, 0, 0, 0};
+  // clang-format on
   EXPECT_EQ(Serialize(m), want);
   // On the federation wire the payload travels in a SecAgg frame.
   const std::vector<uint8_t> frame = protocol::Encode(protocol::SecAgg{"ab", want});
@@ -373,8 +382,9 @@ TEST(SecAggPayloadTest, EveryTruncationTrailingByteAndBadFieldIsRefused) {
   ShareKeys shares{r.context, 2, {{2, 1, Bytes(124, 7)}, {2, 3, Bytes(124, 8)}}};
   MaskedInput masked{r.context, 2, {5, 6, 0xffffffffu}};
   UnmaskResponse response{r.context, 2, {{1, false, Bytes(44, 1)}, {3, true, Bytes(44, 2)}}};
-  for (const Message& m : std::vector<Message>{adv, roster, shares, IncomingShares{r.context, 1, shares.shares},
-                                               masked, UnmaskRequest{r.context, {1, 2}}, response}) {
+  for (const Message& m :
+       std::vector<Message>{adv, roster, shares, IncomingShares{r.context, 1, shares.shares},
+                            masked, UnmaskRequest{r.context, {1, 2}}, response}) {
     const Bytes bytes = Serialize(m);
     auto back = Parse(bytes.data(), bytes.size());
     ASSERT_TRUE(back.ok()) << back.status();
@@ -460,7 +470,8 @@ TEST(SecAggRejectTest, TamperedOrMisroutedShareIsRejectedNamingTheSender) {
   auto y = r.clients[0]->Mask(tampered, InputOf(1, 8));
   ASSERT_FALSE(y.ok());
   EXPECT_EQ(y.status().code(), StatusCode::kPermissionDenied);
-  EXPECT_NE(y.status().message().find("share from client " + std::to_string(sender) + " does not authenticate"),
+  EXPECT_NE(y.status().message().find("share from client " + std::to_string(sender) +
+                                      " does not authenticate"),
             std::string::npos)
       << y.status();
 
@@ -499,7 +510,8 @@ TEST(SecAggRejectTest, MaterialFromAnotherRoundIsRejected) {
   EXPECT_EQ(now.server->AddMaskedInput(*old_input).code(), StatusCode::kPermissionDenied);
   auto fresh = Client::Create(now.context, 9);
   ASSERT_TRUE(fresh.ok());
-  EXPECT_EQ((*fresh)->Share(old_round.rosters.at(1)).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ((*fresh)->Share(old_round.rosters.at(1)).status().code(),
+            StatusCode::kPermissionDenied);
 }
 
 TEST(SecAggRejectTest, WrongOrReplayedKeysAreRefusedAtAdvertising) {
@@ -546,7 +558,8 @@ TEST(SecAggRejectTest, WrongOrReplayedKeysAreRefusedAtAdvertising) {
   EXPECT_EQ((*c)->Share(forged).status().code(), StatusCode::kFailedPrecondition);  // not in it
   forged = mine;
   forged.clients.erase(forged.clients.begin());
-  EXPECT_EQ((*c)->Share(forged).status().code(), StatusCode::kInvalidArgument);  // too few neighbours
+  EXPECT_EQ((*c)->Share(forged).status().code(),
+            StatusCode::kInvalidArgument);  // too few neighbours
   EXPECT_TRUE((*c)->Share(mine).ok());
 }
 
@@ -585,7 +598,8 @@ TEST(SecAggRejectTest, ServerAndClientRefuseOutOfProtocolMessages) {
   EXPECT_FALSE(answer->shares[0].is_mask_key);
   EXPECT_FALSE(answer->shares[1].is_mask_key);
   EXPECT_TRUE(answer->shares[2].is_mask_key);
-  EXPECT_EQ(r.clients[0]->Unmask(*request).status().code(), StatusCode::kFailedPrecondition);  // once only
+  EXPECT_EQ(r.clients[0]->Unmask(*request).status().code(),
+            StatusCode::kFailedPrecondition);  // once only
 
   UnmaskResponse wrong_kind = *answer;
   wrong_kind.shares[0].is_mask_key = true;  // an s share of a survivor would unmask it
@@ -609,7 +623,8 @@ class SecAggSignedTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new std::string((std::filesystem::temp_directory_path() /
-                            ("mlink-secagg-certs-" + std::to_string(::getpid()))).string());
+                            ("mlink-secagg-certs-" + std::to_string(::getpid())))
+                               .string());
     std::filesystem::remove_all(*dir_);
     const std::string gen = std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs ";
     ASSERT_EQ(std::system((gen + *dir_ + "/ca site-a site-b site-c > /dev/null").c_str()), 0);

@@ -80,8 +80,8 @@ struct AdvertiseKeys {
   // 1..n. The server assigns it (a client may send 0 and learn its index from its Roster);
   // the server's caller sets it before AddAdvertisement.
   uint32_t client = 0;
-  Bytes c_public;       // kKeyBytes, encryption agreement
-  Bytes s_public;       // kKeyBytes, mask agreement
+  Bytes c_public;  // kKeyBytes, encryption agreement
+  Bytes s_public;  // kKeyBytes, mask agreement
   // Optional: the client's TLS certificate (PEM) and its key's signature (SHA-256) over
   // "mlink-secagg-advertise-v1" || context || client || c_public || s_public. The server must
   // check that the certificate is the one its TLS peer presented. The index is not signed:
@@ -150,9 +150,9 @@ struct UnmaskResponse {
 
 // The aggregate the server learns.
 struct AggregateResult {
-  std::vector<double> sum;           // decoded sum of the survivors' inputs
-  std::vector<uint32_t> survivors;   // U3
-  std::vector<uint32_t> dropped;     // U2 \ U3: shared keys but sent no input
+  std::vector<double> sum;          // decoded sum of the survivors' inputs
+  std::vector<uint32_t> survivors;  // U3
+  std::vector<uint32_t> dropped;    // U2 \ U3: shared keys but sent no input
 };
 
 // The subject CN of a PEM certificate (InvalidArgument if it is not one or has no CN).
@@ -235,7 +235,7 @@ class Client {
   std::unique_ptr<Keys> keys_;
   AdvertiseKeys advertise_;
   Params params_;
-  std::map<uint32_t, AdvertiseKeys> neighbours_;  // from the roster
+  std::map<uint32_t, AdvertiseKeys> neighbours_;      // from the roster
   std::map<uint32_t, std::pair<Bytes, Bytes>> held_;  // owner -> (b share, s share), U2 only
 };
 
@@ -285,8 +285,8 @@ class Server {
   Phase phase_ = Phase::kAdvertising;
   std::map<uint32_t, AdvertiseKeys> roster_;
   std::map<uint32_t, std::vector<uint32_t>> graph_;
-  std::map<uint32_t, ShareKeys> shared_;              // U2
-  std::set<uint32_t> masked_;                         // U3
+  std::map<uint32_t, ShareKeys> shared_;  // U2
+  std::set<uint32_t> masked_;             // U3
   std::vector<uint32_t> sum_;
   std::map<uint32_t, UnmaskResponse> responses_;
 };
@@ -299,16 +299,17 @@ using Message = std::variant<AdvertiseKeys, Roster, ShareKeys, IncomingShares, M
                              UnmaskRequest, UnmaskResponse>;
 
 struct PayloadLimits {
-  std::size_t max_string = 256;          // the link id
-  std::size_t max_blob = 8192;           // a key, ciphertext, share, certificate or signature
-  std::size_t max_entries = 1u << 20;    // roster entries, shares, survivors
-  std::size_t max_words = 16u << 20;     // words of a masked input
+  std::size_t max_string = 256;        // the link id
+  std::size_t max_blob = 8192;         // a key, ciphertext, share, certificate or signature
+  std::size_t max_entries = 1u << 20;  // roster entries, shares, survivors
+  std::size_t max_words = 16u << 20;   // words of a masked input
 };
 
 Bytes Serialize(const Message& message);
 // Sizes are checked against the limits (OutOfRange) and the bytes left (InvalidArgument) before
 // anything is allocated; an unknown kind, a bad flag, a short or long payload is InvalidArgument.
-Result<Message> Parse(const uint8_t* data, std::size_t size, const PayloadLimits& limits = PayloadLimits());
+Result<Message> Parse(const uint8_t* data, std::size_t size,
+                      const PayloadLimits& limits = PayloadLimits());
 
 // Bytes a message costs on the federation wire: its payload in a protocol::SecAgg frame (12-byte
 // header, endianness marker, u64-prefixed link id, u64-prefixed payload).

@@ -18,8 +18,10 @@
 #include "mlink/common/log.h"
 #include "mlink/link/link.h"
 #include "mlink/protocol/http_server.h"
+#include "mlink/protocol/secagg.h"
 #include "mlink/protocol/transport.h"
 #include "status_board.h"
+#include "secagg_round.h"
 #include "store.h"
 
 namespace mlink::cloud {
@@ -118,6 +120,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     Clock::time_point deadline;
     uint64_t rounds_completed = 0;
     double last_round_s = 0;
+    std::unique_ptr<SecAggRound> secagg;  // the open round, on links with secure aggregation
   };
   struct PeerState {
     std::weak_ptr<Peer> peer;
@@ -248,11 +251,15 @@ struct Aggregator::Impl : public protocol::ServerHandler {
         HandleHello(peer, *hello);
         continue;
       }
+      if (auto* sa = std::get_if<protocol::SecAgg>(&m)) {
+        HandleSecAgg(peer, *sa);
+        continue;
+      }
       CountReject(RejectReason::kUnknownType);
       board.Rejected(peer->identity(), "", ReasonLabel(RejectReason::kUnknownType));
       protocol::Error e;
       e.reason = RejectReason::kUnknownType;
-      e.text = std::string("an edge may send Hello and Update, not ") + protocol::MessageTypeName(protocol::TypeOf(m));
+      e.text = std::string("an edge may send Hello, Update and SecAgg, not ") + protocol::MessageTypeName(protocol::TypeOf(m));
       peer->Send(e);
       peer->Close("unexpected message type");
     }
@@ -339,6 +346,11 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     if (!subscribed || !Authorized(l, edge)) {
       Refuse(peer, u.link_id, u.base_round, RejectReason::kNotAuthorized,
              "edge '" + edge + "' is not subscribed to or allowed for this link");
+      return nullptr;
+    }
+    if (l.secagg) {
+      Refuse(peer, u.link_id, u.base_round, RejectReason::kSecAgg,
+             "link '" + u.link_id + "' uses secure aggregation: send SecAgg messages, not Update");
       return nullptr;
     }
     if (u.base_round != l.round) {
@@ -448,6 +460,131 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     l.opened = Clock::now();
     l.deadline = l.opened + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(l.options.round_deadline_s));
     board.RoundOpened(l.options.id, l.round);
+    l.secagg.reset();
+    if (l.options.secure_aggregation.enabled) {
+      l.secagg = std::make_unique<SecAggRound>(l.options.id, l.round, l.options,
+                                               static_cast<uint32_t>(l.params.size() + 1), l.opened);
+      l.deadline = Clock::time_point::max();  // the SecAggRound keeps its own deadlines
+    }
+  }
+
+  // ---------------------------------------------------------------- secure aggregation
+  // Only the phases' counts are logged and nothing per edge is stored: the round's running
+  // masked sum lives in the SecAggRound, and only the averaged parameters reach SQLite.
+  void HandleSecAgg(const std::shared_ptr<Peer>& peer, const protocol::SecAgg& m) {
+    bool hello = false, subscribed = false;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu);
+      auto p = peers.find(peer->id());
+      if (p != peers.end()) {
+        hello = p->second.hello;
+        subscribed = p->second.links.count(m.link_id) > 0;
+      }
+    }
+    if (!hello) return Refuse(peer, m.link_id, 0, RejectReason::kNotHello, "send Hello first");
+    auto it = links.find(m.link_id);
+    if (it == links.end()) return Refuse(peer, m.link_id, 0, RejectReason::kUnknownLink, "no such link");
+    LinkState& l = it->second;
+    if (!subscribed || !Authorized(l, peer->identity())) {
+      return Refuse(peer, m.link_id, l.round, RejectReason::kNotAuthorized,
+                    "edge '" + peer->identity() + "' is not subscribed to or allowed for this link");
+    }
+    if (!l.secagg) {
+      return Refuse(peer, m.link_id, l.round, RejectReason::kSecAgg,
+                    "link '" + m.link_id + "' does not use secure aggregation: send Update");
+    }
+    auto parsed = protocol::secagg::Parse(m.payload.data(), m.payload.size());
+    if (!parsed.ok()) {
+      return Refuse(peer, m.link_id, l.round,
+                    parsed.status().code() == StatusCode::kOutOfRange ? RejectReason::kTooLarge : RejectReason::kMalformed,
+                    parsed.status().message());
+    }
+    const auto& ctx = std::visit([](const auto& x) -> const protocol::secagg::Context& { return x.context; }, *parsed);
+    if (ctx.link_id != m.link_id || ctx.round != l.round) {
+      return Refuse(peer, m.link_id, ctx.round, RejectReason::kRoundNotOpen,
+                    "secure-aggregation message for link '" + ctx.link_id + "' round " + std::to_string(ctx.round) +
+                        "; the open round is " + std::to_string(l.round));
+    }
+    std::vector<SecAggRound::Outgoing> out;
+    Status st = l.secagg->OnMessage(peer->identity(), std::move(*parsed), Clock::now(), &out);
+    if (!st.ok()) Refuse(peer, m.link_id, l.round, RejectReason::kSecAgg, st.message());
+    SendSecAgg(m.link_id, &out);
+    AfterSecAgg(m.link_id, l);
+  }
+
+  void SendSecAgg(const std::string& id, std::vector<SecAggRound::Outgoing>* out) {
+    if (out->empty()) return;
+    std::map<std::string, std::weak_ptr<Peer>> by_identity;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu);
+      for (const auto& [pid, ps] : peers) {
+        if (ps.hello && ps.links.count(id)) by_identity[ps.identity] = ps.peer;
+      }
+    }
+    for (auto& o : *out) {
+      auto it = by_identity.find(o.edge);
+      if (it == by_identity.end()) continue;  // gone: it counts as dropped
+      if (auto p = it->second.lock()) p->Send(protocol::SecAgg{id, protocol::secagg::Serialize(o.message)});
+    }
+    out->clear();
+  }
+
+  // Applies a finished secure-aggregation round (or restarts a failed one).
+  void AfterSecAgg(const std::string& id, LinkState& l) {
+    if (!l.secagg || l.secagg->state() == SecAggRound::State::kRunning) return;
+    Status failure = l.secagg->failure();
+    if (l.secagg->state() == SecAggRound::State::kDone) {
+      const auto& r = l.secagg->result();
+      const std::size_t d = l.params.size();
+      const double weight = r.sum.size() == d + 1 ? r.sum[d] : 0.0;
+      if (weight > 0) {
+        for (std::size_t i = 0; i < d; ++i) l.sum[i] = r.sum[i];
+        l.total_weight = weight;
+        const auto edges = l.secagg->Edges(r.survivors);
+        l.contributors = std::set<std::string>(edges.begin(), edges.end());
+        MLOG_INFO("cloud", "secure aggregation: sum unmasked").Kv("link", id).Kv("round", l.round)
+            .Kv("inputs", r.survivors.size()).Kv("dropped_after_sharing", r.dropped.size());
+        {
+          std::lock_guard<std::mutex> lock(stats_mu);
+          accepted[id] += r.survivors.size();
+        }
+        return CloseRound(id, l);  // stores and broadcasts the average; opens the next round
+      }
+      failure = Status::FailedPrecondition("the survivors' total weight is not positive");
+    }
+    MLOG_ERROR("cloud", "secure aggregation round failed; the link restarts it as the next round")
+        .Kv("link", id).Kv("round", l.round).Kv("error", failure.message());
+    CountReject(RejectReason::kSecAgg);
+    protocol::Reject reject;
+    reject.link_id = id;
+    reject.round = l.round;
+    reject.reason = RejectReason::kSecAgg;
+    reject.text = failure.message();
+    std::vector<std::string> told = l.secagg->participants();
+    const double secs = std::chrono::duration<double>(Clock::now() - l.opened).count();
+    Status st = store->CloseRound(id, l.round, l.params, 0, secs);  // parameters unchanged
+    if (!st.ok()) {
+      MLOG_ERROR("cloud", "cannot commit round close; will retry").Kv("link", id).Kv("round", l.round).Kv("error", st.message());
+      return;
+    }
+    std::vector<std::weak_ptr<Peer>> targets;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu);
+      for (const auto& [pid, ps] : peers) {
+        if (ps.links.count(id) && std::find(told.begin(), told.end(), ps.identity) != told.end()) targets.push_back(ps.peer);
+      }
+    }
+    for (auto& w : targets) {
+      if (auto p = w.lock()) p->Send(reject);
+    }
+    board.RoundClosed(id, l.round, secs);
+    ++l.round;
+    OpenRound(l);
+    {
+      std::lock_guard<std::mutex> lock(stats_mu);
+      round_now[id] = l.round;
+    }
+    Broadcast(id, protocol::MakeFrame(GlobalOf(id, l)));
   }
 
   void CloseRound(const std::string& id, LinkState& l) {
@@ -495,6 +632,14 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     Clock::time_point next = Clock::time_point::max();
     auto now = Clock::now();
     for (auto& [id, l] : links) {
+      if (l.secagg) {
+        std::vector<SecAggRound::Outgoing> out;
+        l.secagg->Advance(now, &out);
+        SendSecAgg(id, &out);
+        AfterSecAgg(id, l);
+        if (l.secagg) next = std::min(next, l.secagg->deadline());
+        continue;
+      }
       if (now >= l.deadline) {
         int n = static_cast<int>(l.contributors.size());
         if (n >= l.options.quorum && n > 0) {

@@ -47,6 +47,20 @@ Result<CloudOptions> LoadCloudOptions(const std::string& path) {
     round.Optional("aggregation", &lo.aggregation, {"mean", "sample_weighted"});
     if (lo.quorum > lo.min_edges) round.Error("quorum", "must not exceed min_edges (" + std::to_string(lo.min_edges) + ")");
     l.Optional("allowed_edges", &lo.allowed_edges);
+    config::Section sa = l.Child("secure_aggregation");
+    if (sa.present()) {
+      SecureAggregationOptions& s = lo.secure_aggregation;
+      sa.Optional("enabled", &s.enabled);
+      sa.Optional("degree", &s.degree, 0, 1 << 20);
+      sa.Optional("threshold", &s.threshold, 0, 1 << 20);
+      sa.Optional("frac_bits", &s.frac_bits, 0, 30);
+      sa.Optional("clip", &s.clip, 1e-6, 1e9);
+      sa.Optional("phase_timeout_s", &s.phase_timeout_s, 0.1, 86400.0);
+      if (s.degree % 2 != 0) sa.Error("degree", "must be even (0 = every other edge)");
+      if (s.enabled && lo.min_edges < 3) round.Error("min_edges", "secure aggregation needs min_edges >= 3");
+      // Edges send weight 1 with each masked delta: the unmasked sum is the plain mean's.
+      if (s.enabled && lo.aggregation != "mean") round.Error("aggregation", "secure aggregation supports mean only");
+    }
     if (!lo.id.empty() && !ids.insert(lo.id).second) l.Error("id", "duplicate link id '" + lo.id + "'");
     o.links.push_back(lo);
   }

@@ -5,13 +5,16 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <variant>
 
 #include "mlink/common/log.h"
 #include "mlink/common/sqlite.h"
 #include "mlink/protocol/http_server.h"
 #include "mlink/protocol/transport.h"
+#include "secagg_participant.h"
 
 namespace mlink::edge {
 
@@ -106,6 +109,7 @@ struct Learner::Impl {
     int64_t data_at_try = -1;     // local samples when joining last failed for want of samples
     Clock::time_point last_update{};
     uint64_t waiting_logged = UINT64_MAX;  // round of the last "not enough samples" line
+    std::unique_ptr<SecAggParticipant> secagg = std::make_unique<SecAggParticipant>();
   };
   std::vector<Fed> feds;
   std::mt19937_64 rng{1};
@@ -351,6 +355,17 @@ struct Learner::Impl {
     f.joined = true;
     f.data_at_try = -1;
     f.last_update = Clock::now();
+    if (f.cfg.secure_aggregation) {
+      MLOG_INFO("edge", "local update computed; joining the secure aggregation").Kv("site", site).Kv("link", f.cfg.id)
+          .Kv("round", f.round).Kv("samples", u.samples).Kv("local_p", u.metric);
+      auto advertise = f.secagg->Begin(f.cfg.id, f.round, std::move(u.delta));
+      if (!advertise.ok()) {
+        MLOG_ERROR("edge", "secure aggregation failed to start").Kv("site", site).Kv("link", f.cfg.id).Kv("error", advertise.status().message());
+        return;
+      }
+      SendSecAgg(*advertise, /*counts_as_update=*/true);
+      return;
+    }
     // Kept on disk until the aggregator acknowledges (or the round is gone).
     auto ins = fed_db->Prepare("INSERT OR REPLACE INTO pending (link, round, delta, samples, loss, metric) VALUES (?, ?, ?, ?, ?, ?)");
     if (ins.ok()) {
@@ -374,6 +389,44 @@ struct Learner::Impl {
     if (s.ok()) {
       ++st.updates_sent;
       st.bytes_sent += static_cast<int64_t>(u.delta.size() * sizeof(float));
+    }
+  }
+
+  void SendSecAgg(const protocol::SecAgg& m, bool counts_as_update) {
+    std::lock_guard<std::mutex> lock(client_mu);
+    if (!client || !client->connected()) {
+      MLOG_INFO("edge", "offline: this secure-aggregation round is left").Kv("site", site).Kv("link", m.link_id);
+      return;
+    }
+    Status s = client->Send(m);
+    std::lock_guard<std::mutex> l2(mu);
+    if (s.ok()) {
+      if (counts_as_update) ++st.updates_sent;
+      st.bytes_sent += static_cast<int64_t>(m.payload.size());
+    }
+  }
+
+  void OnMessage(protocol::SecAgg& m) {
+    for (auto& f : feds) {
+      if (f.cfg.id != m.link_id || !f.cfg.secure_aggregation) continue;
+      bool finished = false;
+      auto reply = f.secagg->OnMessage(m, &finished);
+      if (!reply.ok()) {
+        MLOG_ERROR("edge", "secure aggregation step failed; this round is left").Kv("site", site).Kv("link", m.link_id)
+            .Kv("error", reply.status().message());
+        f.secagg->Reset();
+        return;
+      }
+      if (*reply) SendSecAgg(**reply, false);
+      if (finished) {
+        if (f.secagg->clipped() > 0) {
+          MLOG_WARN("edge", "update values clipped to the secure-aggregation bound").Kv("site", site).Kv("link", m.link_id)
+              .Kv("values", f.secagg->clipped());
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        ++st.rounds_joined;
+      }
+      return;
     }
   }
 
@@ -673,6 +726,20 @@ Result<std::unique_ptr<Learner>> Learner::Start(const std::string& site, const s
     }
     if (f.target < 0 && !o.oracle_enabled) {
       return Status::InvalidArgument("site '" + site + "': federated link '" + l.id + "' targets the oracle, but no oracle is configured");
+    }
+    if (l.secure_aggregation && o.federation.enabled) {
+      // Signed with this site's TLS identity; rosters checked against the deployment CA.
+      auto read = [](const std::string& path) -> Result<std::string> {
+        std::ifstream in(path, std::ios::binary);
+        if (!in) return Status::NotFound("cannot read '" + path + "'");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+      };
+      MLINK_ASSIGN_OR_RETURN(std::string key, read(o.federation.key_file));
+      MLINK_ASSIGN_OR_RETURN(std::string cert, read(o.federation.cert_file));
+      MLINK_ASSIGN_OR_RETURN(std::string ca, read(o.federation.ca_file));
+      f.secagg = std::make_unique<SecAggParticipant>(std::move(key), std::move(cert), std::move(ca));
     }
     impl->feds.push_back(std::move(f));
   }

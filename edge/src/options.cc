@@ -115,6 +115,7 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
       f.spec = link::LinkSpecFromConfig(spec);
       f.spec_given = true;
     }
+    fl.Optional("secure_aggregation", &f.secure_aggregation);
     fed.links.push_back(std::move(f));
   }
   config::Section log = root.Child("log");

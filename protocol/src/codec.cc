@@ -168,9 +168,16 @@ void SaveBody(OutArchive& ar, const Error& m) {
   SaveString(ar, m.text);
 }
 
+void SaveBody(OutArchive& ar, const SecAgg& m) {
+  SaveString(ar, m.link_id);
+  ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.payload.size())));
+  if (!m.payload.empty()) ar(cereal::binary_data(m.payload.data(), m.payload.size()));
+}
+
 std::size_t BodySizeHint(const Message& message) {
   if (const auto* g = std::get_if<GlobalLink>(&message)) return 128 + g->params.size() * 4;
   if (const auto* u = std::get_if<Update>(&message)) return 128 + u->delta.size() * 4;
+  if (const auto* s = std::get_if<SecAgg>(&message)) return 128 + s->payload.size();
   return 256;
 }
 
@@ -231,6 +238,18 @@ class BodyReader {
     }
     if (n > remaining() / min_entry_bytes) return Truncated(field, std::to_string(n) + " entries");
     *count = static_cast<std::size_t>(n);
+    return Status::Ok();
+  }
+
+  // Opaque bytes: at most `limit` and at most what the body has left.
+  Status ReadBytes(const std::string& field, std::size_t limit, std::vector<uint8_t>* out) {
+    const cereal::size_type n = ReadSizeTag();
+    if (n > limit) {
+      return Status::OutOfRange(field + " has " + std::to_string(n) + " bytes, limit " + std::to_string(limit));
+    }
+    if (n > remaining()) return Truncated(field, std::to_string(n) + " bytes");
+    out->resize(static_cast<std::size_t>(n));
+    if (n > 0) (*ar_)(cereal::binary_data(out->data(), out->size()));
     return Status::Ok();
   }
 
@@ -332,6 +351,12 @@ Status LoadBody(BodyReader& r, Error* m) {
   return r.ReadString("Error.text", r.limits().max_text_len, &m->text);
 }
 
+Status LoadBody(BodyReader& r, SecAgg* m) {
+  MLINK_RETURN_IF_ERROR(r.ReadString("SecAgg.link_id", r.limits().max_string_len, &m->link_id));
+  // A masked input is one 32-bit word per parameter, plus its small fixed fields.
+  return r.ReadBytes("SecAgg.payload", r.limits().max_tensor_len * 4 + 4096, &m->payload);
+}
+
 template <typename T>
 Result<Message> LoadAs(BodyReader& r) {
   T m;
@@ -355,13 +380,15 @@ Result<Message> LoadMessage(MessageType type, BodyReader& r) {
       return LoadAs<Reject>(r);
     case MessageType::kError:
       return LoadAs<Error>(r);
+    case MessageType::kSecAgg:
+      return LoadAs<SecAgg>(r);
   }
   return Status::Internal("LoadMessage: unhandled message type");  // Decode checked the type
 }
 
 bool IsKnownType(uint64_t raw) {
   return raw >= static_cast<uint64_t>(MessageType::kHello) &&
-         raw <= static_cast<uint64_t>(MessageType::kError);
+         raw <= static_cast<uint64_t>(MessageType::kSecAgg);
 }
 
 Status VerifyChecksum(const char* what, const std::vector<float>& values, uint64_t carried) {

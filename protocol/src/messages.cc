@@ -34,6 +34,8 @@ const char* RejectReasonName(RejectReason r) {
       return "internal";
     case RejectReason::kNotHello:
       return "not_hello";
+    case RejectReason::kSecAgg:
+      return "secagg";
   }
   return "unknown";  // a code from a newer peer; the wire carries any uint16
 }
@@ -54,9 +56,11 @@ MessageType TypeOf(const Message& m) {
           return MessageType::kAck;
         } else if constexpr (std::is_same_v<T, Reject>) {
           return MessageType::kReject;
-        } else {
-          static_assert(std::is_same_v<T, Error>, "every Message alternative needs a MessageType");
+        } else if constexpr (std::is_same_v<T, Error>) {
           return MessageType::kError;
+        } else {
+          static_assert(std::is_same_v<T, SecAgg>, "every Message alternative needs a MessageType");
+          return MessageType::kSecAgg;
         }
       },
       m);
@@ -78,6 +82,8 @@ const char* MessageTypeName(MessageType t) {
       return "Reject";
     case MessageType::kError:
       return "Error";
+    case MessageType::kSecAgg:
+      return "SecAgg";
   }
   return "unknown";
 }

@@ -66,6 +66,53 @@ TEST(OptionsTest, BadCloudConfigNamesEveryProblem) {
   EXPECT_NE(m.find("'links[1].colour': unknown key"), std::string::npos) << m;
 }
 
+TEST(OptionsTest, SecureAggregationIsConfiguredPerLinkAndChecked) {
+  const std::string head =
+      "server: {port: 1}\ntls: {ca: a.pem, cert: b.pem, key: c.pem}\n"
+      "links:\n"
+      "  - id: x\n"
+      "    spec: {source: {kind: vector, dim: 2}, target: {kind: vector, dim: 3}, task: single_label}\n";
+  std::string p = WriteTemp("secagg-cloud.yaml", head +
+                            "    round: {min_edges: 5, quorum: 4}\n"
+                            "    secure_aggregation: {enabled: true, degree: 4, threshold: 3, clip: 2.5, phase_timeout_s: 7}\n"
+                            "  - id: y\n"
+                            "    spec: {source: {kind: vector, dim: 2}, target: {kind: vector, dim: 3}, task: single_label}\n");
+  auto o = cloud::LoadCloudOptions(p);
+  fs::remove(p);
+  ASSERT_TRUE(o.ok()) << o.status();
+  const auto& s = o->links[0].secure_aggregation;
+  EXPECT_TRUE(s.enabled);
+  EXPECT_EQ(s.degree, 4);
+  EXPECT_EQ(s.threshold, 3);
+  EXPECT_EQ(s.frac_bits, 16);
+  EXPECT_DOUBLE_EQ(s.clip, 2.5);
+  EXPECT_DOUBLE_EQ(s.phase_timeout_s, 7);
+  EXPECT_FALSE(o->links[1].secure_aggregation.enabled);
+
+  p = WriteTemp("secagg-bad.yaml", head +
+                "    round: {min_edges: 2, quorum: 2, aggregation: sample_weighted}\n"
+                "    secure_aggregation: {enabled: true, degree: 3, frac_bits: 31}\n");
+  auto bad = cloud::LoadCloudOptions(p);
+  fs::remove(p);
+  ASSERT_FALSE(bad.ok());
+  const std::string& m = bad.status().message();
+  EXPECT_NE(m.find("'links[0].secure_aggregation.degree': must be even"), std::string::npos) << m;
+  EXPECT_NE(m.find("'links[0].secure_aggregation.frac_bits'"), std::string::npos) << m;
+  EXPECT_NE(m.find("'links[0].round.min_edges': secure aggregation needs min_edges >= 3"), std::string::npos) << m;
+  EXPECT_NE(m.find("'links[0].round.aggregation': secure aggregation supports mean only"), std::string::npos) << m;
+
+  p = WriteTemp("secagg-edge.yaml",
+                "site: s\nmodels:\n  - {name: m, kind: hog}\n  - {name: n, kind: mog2}\n"
+                "cloud:\n  url: wss://127.0.0.1:1/v1/federation\n  ca: a\n  cert: b\n  key: c\n"
+                "  links:\n    - {id: x, source: m, target: n, secure_aggregation: true}\n"
+                "    - {id: y, source: n, target: m}\n");
+  auto e = edge::LoadEdgeOptions(p);
+  fs::remove(p);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(e->learning.federation.links[0].secure_aggregation);
+  EXPECT_FALSE(e->learning.federation.links[1].secure_aggregation);
+}
+
 TEST(OptionsTest, BadEdgeUrlIsExplained) {
   std::string p = WriteTemp("bad-edge.yaml",
                             "site: s\ndevice: tpu\ncloud: {url: 'ws://h:1/v1/federation', ca: a, cert: b, key: c}\n");

@@ -467,6 +467,54 @@ TEST_F(LearnerFederationTest, UpdateKeptOfflineIsSentIfItsRoundIsOpenAndDroppedI
   EXPECT_EQ(q->ColumnInt(0), 0);  // acknowledged and dropped updates are gone from disk
 }
 
+TEST_F(LearnerFederationTest, SitesFederateThroughSecureAggregation) {
+  cloud::CloudOptions co = Cloud(3);
+  co.links[0].secure_aggregation.enabled = true;
+  co.links[0].secure_aggregation.phase_timeout_s = 10;
+  auto agg = cloud::Aggregator::Start(co);
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  const uint16_t port = (*agg)->port();
+  std::vector<std::unique_ptr<Learner>> sites;
+  for (const char* name : {"site-a", "site-b", "site-c"}) {
+    LearningOptions o = Learning(name, port);
+    o.federation.links[0].secure_aggregation = true;
+    auto l = Learner::Start(name, dir_ + "/" + name, OneModel(), o);
+    ASSERT_TRUE(l.ok()) << l.status();
+    sites.push_back(std::move(*l));
+  }
+  for (std::size_t k = 0; k < sites.size(); ++k) Feed(sites[k].get(), 1, 300, 200, 11 + k);
+  ASSERT_TRUE(WaitFor([&] {
+    for (auto& s : sites) {
+      if (s->stats().rounds_joined < 2) return false;
+    }
+    return true;
+  }, 90)) << "joined " << sites[0]->stats().rounds_joined << ", " << sites[1]->stats().rounds_joined << ", "
+          << sites[2]->stats().rounds_joined;
+  auto g = (*agg)->GetLink("m->oracle");
+  ASSERT_TRUE(g.ok());
+  EXPECT_GE(g->rounds_completed, 2u);
+  EXPECT_NE(g->params, (*link::Link::Create(OracleSpec(), 3))->GetParams().data);  // it learned
+  for (auto& s : sites) {
+    EXPECT_EQ(s->stats().updates_rejected, 0);
+    s->Stop();
+  }
+  (*agg)->Stop();
+  // Neither side kept an individual update: the sites keep nothing pending, the aggregator
+  // stores no update rows for the link.
+  for (const char* name : {"site-a", "site-b", "site-c"}) {
+    auto db = sql::Database::Open(dir_ + "/" + name + "/federation.db");
+    ASSERT_TRUE(db.ok()) << db.status();
+    auto q = (*db)->Prepare("SELECT count(*) FROM pending");
+    ASSERT_TRUE(q.ok() && *q->Step());
+    EXPECT_EQ(q->ColumnInt(0), 0) << name;
+  }
+  auto cloud_db = sql::Database::Open(dir_ + "/cloud/aggregator.db");
+  ASSERT_TRUE(cloud_db.ok()) << cloud_db.status();
+  auto rows = (*cloud_db)->Prepare("SELECT count(*) FROM updates");
+  ASSERT_TRUE(rows.ok() && *rows->Step());
+  EXPECT_EQ(rows->ColumnInt(0), 0);
+}
+
 TEST_F(LearnerFederationTest, UnreachableAggregatorKeepsTheSiteLearningAndRetrying) {
   // Nothing listens on this port: the learner keeps retrying, and labels still train locally.
   auto a = Learner::Start("site-a", dir_ + "/a", OneModel(), Learning("site-a", 1));

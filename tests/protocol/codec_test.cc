@@ -190,7 +190,7 @@ TEST(CodecTest, DefaultConstructedMessagesRoundTrip) {
   EXPECT_EQ(ParamsChecksum({}), 0xcbf29ce484222325ULL);
   for (const Message& m :
        {Message(Hello{}), Message(Welcome{}), Message(empty_global), Message(empty_update),
-        Message(Ack{}), Message(Reject{}), Message(Error{})}) {
+        Message(Ack{}), Message(Reject{}), Message(Error{}), Message(SecAgg{})}) {
     Bytes frame = Encode(m);
     Result<Message> out = Decode(frame.data(), frame.size());
     ASSERT_TRUE(out.ok()) << MessageTypeName(TypeOf(m)) << ": " << out.status();
@@ -298,7 +298,7 @@ TEST(CodecTest, OtherVersionIsFailedPrecondition) {
 }
 
 TEST(CodecTest, UnknownTypeIsRejected) {
-  for (uint16_t type : {0, 8, 99, 0xffff}) {
+  for (uint16_t type : {0, 9, 99, 0xffff}) {
     Bytes frame = Encode(Message(Ack{}));
     frame[6] = static_cast<uint8_t>(type);
     frame[7] = static_cast<uint8_t>(type >> 8);
@@ -565,8 +565,9 @@ TEST(MessagesTest, RejectReasonNamesAreStableAndUnique) {
   EXPECT_STREQ(RejectReasonName(RejectReason::kNotHello), "not_hello");
   EXPECT_STREQ(RejectReasonName(static_cast<RejectReason>(999)), "unknown");
   std::set<std::string> names;
-  for (int i = 1; i <= 14; ++i) names.insert(RejectReasonName(static_cast<RejectReason>(i)));
-  EXPECT_EQ(names.size(), 14u);
+  EXPECT_STREQ(RejectReasonName(RejectReason::kSecAgg), "secagg");
+  for (int i = 1; i <= 15; ++i) names.insert(RejectReasonName(static_cast<RejectReason>(i)));
+  EXPECT_EQ(names.size(), 15u);
 }
 
 TEST(MessagesTest, TypeOfAndNames) {
@@ -577,6 +578,8 @@ TEST(MessagesTest, TypeOfAndNames) {
   EXPECT_EQ(TypeOf(Message(Ack{})), MessageType::kAck);
   EXPECT_EQ(TypeOf(Message(Reject{})), MessageType::kReject);
   EXPECT_EQ(TypeOf(Message(Error{})), MessageType::kError);
+  EXPECT_EQ(TypeOf(Message(SecAgg{})), MessageType::kSecAgg);
+  EXPECT_STREQ(MessageTypeName(MessageType::kSecAgg), "SecAgg");
   EXPECT_STREQ(MessageTypeName(MessageType::kGlobalLink), "GlobalLink");
   EXPECT_STREQ(MessageTypeName(MessageType::kUpdate), "Update");
   EXPECT_STREQ(MessageTypeName(static_cast<MessageType>(77)), "unknown");

@@ -10,6 +10,18 @@
 
 namespace mlink::cloud {
 
+// Secure aggregation of a link's updates (protocol/secagg.md): edges send pairwise-masked,
+// fixed-point updates and the aggregator learns only their sum. Config key
+// links[].secure_aggregation; needs round.min_edges >= 3 and round.aggregation mean.
+struct SecureAggregationOptions {
+  bool enabled = false;
+  int degree = 0;          // neighbours per edge; 0 = all others, else even (SecAgg+ graph)
+  int threshold = 0;       // shares to rebuild an edge's secrets; 0 = degree / 2 + 1
+  int frac_bits = 16;      // fixed point: x * 2^frac_bits
+  double clip = 8.0;       // every input value (weight x delta, and the weight) within +-clip
+  double phase_timeout_s = 10;  // each phase after key advertising closes at the latest then
+};
+
 struct LinkOptions {
   std::string id;                  // unique link name, e.g. "hog->fullbody"
   link::LinkSpec spec;
@@ -19,6 +31,7 @@ struct LinkOptions {
   int quorum = 1;
   std::string aggregation = "mean";  // "mean" (Algorithm 1) or "sample_weighted"
   std::vector<std::string> allowed_edges;  // certificate subjects (CN) allowed; empty = any
+  SecureAggregationOptions secure_aggregation;
 };
 
 struct CloudOptions {

@@ -50,6 +50,9 @@ struct FederatedLink {
   std::string target;                // model name, or "oracle"
   link::LinkSpec spec;               // derived from the models unless given in the config
   bool spec_given = false;
+  // Send masked updates (protocol/secagg.md); the aggregator's link must use secure aggregation.
+  // Such updates are online only: none is kept on disk for a later connection.
+  bool secure_aggregation = false;
 };
 
 struct FederationOptions {

@@ -19,6 +19,7 @@ enum class MessageType : uint16_t {
   kAck = 5,         // cloud -> edge, the update is durably stored and will be counted
   kReject = 6,      // cloud -> edge, the update (or Hello) was refused; state unchanged
   kError = 7,       // either way, a protocol-level error; the sender closes afterwards
+  kSecAgg = 8,      // either way, one secure-aggregation message of a link (protocol/secagg.md)
 };
 
 // Why something was refused. Stable numbers: they appear in logs, metrics and on the wire.
@@ -37,6 +38,7 @@ enum class RejectReason : uint16_t {
   kNormTooLarge = 12,     // delta norm above the configured clip bound (when rejecting)
   kInternal = 13,
   kNotHello = 14,         // first message was not Hello
+  kSecAgg = 15,           // a secure-aggregation message or round was refused (see the text)
 };
 const char* RejectReasonName(RejectReason r);
 
@@ -95,7 +97,14 @@ struct Error {
   std::string text;
 };
 
-using Message = std::variant<Hello, Welcome, GlobalLink, Update, Ack, Reject, Error>;
+// A secure-aggregation message of one link: `payload` is secagg::Serialize of one
+// secagg::Message (protocol/secagg.md), whose context names the link and round again.
+struct SecAgg {
+  std::string link_id;
+  std::vector<uint8_t> payload;
+};
+
+using Message = std::variant<Hello, Welcome, GlobalLink, Update, Ack, Reject, Error, SecAgg>;
 MessageType TypeOf(const Message& m);
 const char* MessageTypeName(MessageType t);
 

@@ -549,6 +549,7 @@ struct Learner::Impl {
       co.endpoint = f.endpoint;
       co.tls = {f.ca_file, f.cert_file, f.key_file};
       co.connect_timeout_s = 10;
+      co.idle_timeout_s = f.idle_timeout_s;
       auto closed = std::make_shared<std::atomic<bool>>(false);
       auto c = protocol::Client::Connect(
           co, [this](protocol::Message m) { Push(MessageWork{std::move(m)}, false); },

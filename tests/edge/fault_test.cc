@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "../support/cloud_process.h"
 #include "../support/fed_support.h"
 #include "../support/tcp_proxy.h"
 #include "mlink/cloud/aggregator.h"
@@ -62,9 +63,9 @@ std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
-// Frames of model "m" whose class probabilities put the true class's mass on (c + 1) % 4, and a
-// label for each of the first `labels` frames.
-void Feed(Learner* l, int frames, int labels, uint64_t seed) {
+// Frames first..first+frames-1 of model "m", whose class probabilities put the true class's mass
+// on (c + 1) % 4, and a label for each of the first `labels` of them.
+void Feed(Learner* l, int frames, int labels, uint64_t seed, int first = 0) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> cls(0, 3);
   std::vector<Label> lab;
@@ -73,11 +74,11 @@ void Feed(Learner* l, int frames, int labels, uint64_t seed) {
     ModelOutput out;
     out.vec.assign(4, 0.05f);
     out.vec[(c + 1) % 4] = 0.85f;
-    l->Submit(f, f * 0.1, {out}, {true}, true);
+    l->Submit(first + f, (first + f) * 0.1, {out}, {true}, true);
     if (f < labels) {
       std::vector<float> one(4, 0.f);
       one[c] = 1;
-      lab.push_back({f, -1, one});
+      lab.push_back({first + f, -1, one});
     }
   }
   if (!lab.empty()) l->SubmitLabels(lab);
@@ -322,7 +323,7 @@ TEST_F(EdgeFaultTest, FullDiskIsLoggedWithTheFileAndLosesNothingStored) {
       std::fprintf(stderr, "start failed: %s\n", a.status().message().c_str());
       _exit(3);
     }
-    Feed(a->get(), 2000, 0, 4);
+    Feed(a->get(), 2000, 0, 4, /*first=*/100);
     (*a)->WaitIdle(60);
     const long long recorded = (*a)->stats().recorded;
     (*a)->Stop();
@@ -353,6 +354,62 @@ TEST_F(EdgeFaultTest, FullDiskIsLoggedWithTheFileAndLosesNothingStored) {
   auto store = SampleStore::Open(data + "/samples.db");  // runs PRAGMA quick_check
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ((*store)->SampledCount(), 100 + recorded) << "every frame counted as recorded is there";
+}
+
+// The aggregator's disk fills while site-a uploads (RLIMIT_FSIZE on the real mlink-cloud process,
+// lifted later with prlimit: space freed). Must hold: the aggregator logs the failed commit with
+// the file it could not write and refuses the update with reason "internal", acknowledging
+// nothing; the site keeps the update in federation.db and sends it again until it is stored;
+// then it is acknowledged once, the round closes with it, and the round history has it once.
+TEST_F(EdgeFaultTest, AggregatorDiskFullKeepsTheUpdateOnTheSiteUntilItIsStored) {
+  const std::string config = dir_ + "/cloud.yaml";
+  std::ofstream(config) << "server: {listen: 127.0.0.1, port: 0, http_port: 0}\n"
+                        << "tls: {ca: " << *certs_ << "/ca.pem, cert: " << *certs_ << "/cloud.pem, key: " << *certs_ << "/cloud.key}\n"
+                        << "data_dir: " << dir_ << "/cloud\n"
+                        << "links:\n  - id: m->oracle\n"
+                        << "    spec: {source: {kind: vector, dim: 4}, target: {kind: vector, dim: 4}, task: single_label}\n"
+                        << "    init_seed: 3\n    round: {min_edges: 1, quorum: 1, deadline_s: 60}\n";
+  mlink::testing::CloudProcess cloud(MLINK_CLOUD_BIN, config, dir_ + "/cloud.log",
+                                     [] { signal(SIGXFSZ, SIG_IGN); });  // a write past the limit fails with EFBIG
+  const uint16_t port = cloud.WaitPort();
+  ASSERT_NE(port, 0) << cloud.Log();
+  // From now on no file of the aggregator may grow: the next commit cannot extend the WAL.
+  const std::string db = dir_ + "/cloud/aggregator.db";
+  const auto wal = std::filesystem::file_size(db + "-wal");
+  rlimit full{static_cast<rlim_t>(std::max<uintmax_t>(wal, std::filesystem::file_size(db))), RLIM_INFINITY};
+  ASSERT_EQ(prlimit(cloud.pid(), RLIMIT_FSIZE, &full, nullptr), 0);
+
+  auto a = Learner::Start("site-a", dir_ + "/a", OneModel(), Learning("site-a", port));
+  ASSERT_TRUE(a.ok()) << a.status();
+  Feed(a->get(), 300, 200, 5);
+  auto count = [&](const std::string& text) {
+    std::string log = cloud.Log();
+    int n = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+    return n;
+  };
+  ASSERT_TRUE(WaitFor([&] { return count("cannot store updates") >= 2; }, 60)) << "refused, sent again, refused\n" << cloud.Log();
+  const std::string log = cloud.Log();
+  const auto at = log.find("cannot store updates");
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  EXPECT_NE(line.find(db), std::string::npos) << "the error names the file: " << line;
+  EXPECT_EQ(Count("SELECT count(*) FROM pending WHERE round = 0"), 1) << "kept on the site";
+  EXPECT_EQ((*a)->stats().rounds_joined, 0);
+
+  rlimit freed{RLIM_INFINITY, RLIM_INFINITY};
+  ASSERT_EQ(prlimit(cloud.pid(), RLIMIT_FSIZE, &freed, nullptr), 0);
+  // Stored and acknowledged; with min_edges 1 every update closes a round, so the site goes on.
+  ASSERT_TRUE(WaitFor([&] { return (*a)->stats().rounds_joined >= 1; }, 30)) << cloud.Log();
+  ASSERT_TRUE(WaitFor([&] { return Count("SELECT count(*) FROM pending WHERE round = 0") == 0 && Count("SELECT round FROM globals") >= 1; }, 30));
+  EXPECT_EQ((*a)->stats().updates_rejected, 0) << "a storage failure is not a verdict on the update";
+  a->reset();
+  cloud.Kill(SIGTERM);
+  auto h = sql::Database::Open(db);
+  ASSERT_TRUE(h.ok()) << h.status();
+  auto q = (*h)->Prepare("SELECT count(*), sum(updates) FROM rounds WHERE round = 0");
+  ASSERT_TRUE(q.ok() && *q->Step());
+  EXPECT_EQ(q->ColumnInt(0), 1);
+  EXPECT_EQ(q->ColumnInt(1), 1) << "round 0 closed once, with the one update";
 }
 
 }  // namespace

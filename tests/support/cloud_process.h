@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -17,12 +18,16 @@ namespace mlink::testing {
 
 class CloudProcess {
  public:
-  CloudProcess(const std::string& binary, const std::string& config, const std::string& log) : log_(log) {
+  // `in_child` runs in the child before exec (e.g. setrlimit, signal dispositions).
+  CloudProcess(const std::string& binary, const std::string& config, const std::string& log,
+               const std::function<void()>& in_child = nullptr)
+      : log_(log) {
     std::filesystem::remove(log_);
     pid_ = fork();
     if (pid_ == 0) {
       FILE* f = std::freopen(log.c_str(), "w", stderr);
       (void)f;
+      if (in_child) in_child();
       execl(binary.c_str(), binary.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
@@ -44,6 +49,7 @@ class CloudProcess {
     }
     return 0;
   }
+  pid_t pid() const { return pid_; }
   std::string Log() const {
     std::ifstream in(log_);
     std::stringstream ss;

@@ -1,5 +1,5 @@
 // Federation rounds under load with misbehaving peers: K edges (default 1,000) over mutual TLS on
-// loopback go through R rounds of a small link (336 parameters) with nobody else connected (the
+// loopback go through R rounds of a small link (564 parameters) with nobody else connected (the
 // baseline), then R more rounds while a client that never reads keeps asking for a 420 KB global
 // link (its socket buffers fill; the aggregator drops it after send_timeout_s) and a flooder
 // sends 420 KB updates for a round that is not open as fast as it can (throttled by a 4 MiB read

@@ -37,7 +37,8 @@ link::LinkSpec Spec(int s, int t) {
   return spec;
 }
 
-protocol::ClientOptions ClientFor(uint16_t port, const std::string& name, std::shared_ptr<protocol::ClientContext> ctx) {
+protocol::ClientOptions ClientFor(uint16_t port, const std::string& name,
+                                  std::shared_ptr<protocol::ClientContext> ctx) {
   protocol::ClientOptions o;
   o.endpoint = {"127.0.0.1", port, protocol::kFederationPath};
   o.tls = {g_certs + "/ca.pem", g_certs + "/" + name + ".pem", g_certs + "/" + name + ".key"};
@@ -76,7 +77,9 @@ int main(int argc, char** argv) {
   setrlimit(RLIMIT_NOFILE, &rl);
   log::SetLevel(log::Level::kError);
   g_certs = std::string(MLINK_BUILD_DIR) + "/bench-load-certs";
-  if (std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + g_certs + " slow flood > /dev/null").c_str()) != 0 ||
+  if (std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + g_certs +
+                   " slow flood > /dev/null")
+                      .c_str()) != 0 ||
       !testing::IssueEdgeCerts(g_certs, "e", k)) {
     std::fprintf(stderr, "bench_load: cannot issue certificates in %s\n", g_certs.c_str());
     return 1;
@@ -119,10 +122,13 @@ int main(int argc, char** argv) {
   for (int i = 0; i < k; ++i) {
     auto e = std::make_unique<Edge>();
     Edge* raw = e.get();
-    auto c = protocol::Client::Connect(ClientFor(port, "e" + std::to_string(i), ctx), [raw](protocol::Message m) {
-      if (std::holds_alternative<protocol::Ack>(m)) ++raw->acks;
-      if (auto* g = std::get_if<protocol::GlobalLink>(&m)) raw->round = g->round;
-    }, nullptr);
+    auto c = protocol::Client::Connect(
+        ClientFor(port, "e" + std::to_string(i), ctx),
+        [raw](protocol::Message m) {
+          if (std::holds_alternative<protocol::Ack>(m)) ++raw->acks;
+          if (auto* g = std::get_if<protocol::GlobalLink>(&m)) raw->round = g->round;
+        },
+        nullptr);
     if (!c.ok()) {
       std::fprintf(stderr, "edge %d: %s\n", i, c.status().ToString().c_str());
       return 1;
@@ -167,16 +173,20 @@ int main(int argc, char** argv) {
   auto slow_ctx = protocol::ClientContext::Create(1);
   testing::TcpProxy proxy(port, 4096);
   std::atomic<int> slow_globals{0};
-  auto slow = protocol::Client::Connect(ClientFor(proxy.port(), "slow", slow_ctx), [&](protocol::Message m) {
-    if (std::holds_alternative<protocol::GlobalLink>(m)) ++slow_globals;
-  }, nullptr);
+  auto slow = protocol::Client::Connect(
+      ClientFor(proxy.port(), "slow", slow_ctx),
+      [&](protocol::Message m) {
+        if (std::holds_alternative<protocol::GlobalLink>(m)) ++slow_globals;
+      },
+      nullptr);
   if (!slow.ok()) return 1;
   (void)(*slow)->Send(HelloFor("big", big));
   while (slow_globals.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   proxy.SetMode(testing::TcpProxy::Mode::kStallDown);
   for (int i = 0; i < 24; ++i) (void)(*slow)->Send(HelloFor("big", big));
   // The flooder.
-  auto flood = protocol::Client::Connect(ClientFor(port, "flood", slow_ctx), [](protocol::Message) {}, nullptr);
+  auto flood = protocol::Client::Connect(
+      ClientFor(port, "flood", slow_ctx), [](protocol::Message) {}, nullptr);
   if (!flood.ok()) return 1;
   (void)(*flood)->Send(HelloFor("big", big));
   std::atomic<bool> stop{false};
@@ -206,12 +216,14 @@ int main(int argc, char** argv) {
   }
   stop = true;
   flooder.join();
-  std::printf("{\"bench\":\"load_rounds\",\"edges\":%d,\"rounds\":%d,\"params\":%zu,\"all_acked\":%s,\"connect_s\":%.1f,"
-              "\"round_s_with_slow_reader_and_flooder\":%.3f,\"round_s_clean\":%.3f,\"ratio\":%.2f,"
-              "\"slow_reader_dropped\":%s,\"flood_updates_sent\":%ld,\"read_pauses\":%ld}\n",
-              k, rounds, n_small, all_ok ? "true" : "false", connect_s, faults_s, clean_s, faults_s / clean_s,
-              Metric(metrics, "mlink_connected_edges") == k + 1 ? "true" : "false", flood_sent.load(),
-              Metric(metrics, "mlink_read_pauses_total"));
+  std::printf(
+      "{\"bench\":\"load_rounds\",\"edges\":%d,\"rounds\":%d,\"params\":%zu,\"all_acked\":%s,"
+      "\"connect_s\":%.1f,"
+      "\"round_s_with_slow_reader_and_flooder\":%.3f,\"round_s_clean\":%.3f,\"ratio\":%.2f,"
+      "\"slow_reader_dropped\":%s,\"flood_updates_sent\":%ld,\"read_pauses\":%ld}\n",
+      k, rounds, n_small, all_ok ? "true" : "false", connect_s, faults_s, clean_s,
+      faults_s / clean_s, Metric(metrics, "mlink_connected_edges") == k + 1 ? "true" : "false",
+      flood_sent.load(), Metric(metrics, "mlink_read_pauses_total"));
   std::fflush(stdout);
   edges.clear();
   flood->reset();

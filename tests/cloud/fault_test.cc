@@ -49,8 +49,10 @@ link::LinkSpec BigSpec() {  // vec2vec 1000 -> 50: 105,150 parameters, a 420 KB 
   return s;
 }
 
-const char kSmallYaml[] = "{source: {kind: vector, dim: 3}, target: {kind: vector, dim: 2}, task: single_label}";
-const char kBigYaml[] = "{source: {kind: vector, dim: 1000}, target: {kind: vector, dim: 50}, task: regression}";
+const char kSmallYaml[] =
+    "{source: {kind: vector, dim: 3}, target: {kind: vector, dim: 2}, task: single_label}";
+const char kBigYaml[] =
+    "{source: {kind: vector, dim: 1000}, target: {kind: vector, dim: 50}, task: regression}";
 
 std::vector<float> Initial(const link::LinkSpec& spec, uint64_t seed) {
   return (*link::Link::Create(spec, seed))->GetParams().data;
@@ -59,17 +61,20 @@ std::vector<float> Initial(const link::LinkSpec& spec, uint64_t seed) {
 // Deltas whose sums are exact in double precision, so the expected average is exact.
 std::vector<float> Delta(int k, std::size_t n) {
   std::vector<float> d(n);
-  for (std::size_t i = 0; i < n; ++i) d[i] = 0.25f * static_cast<float>((k + 1) * (static_cast<int>(i % 5) - 2));
+  for (std::size_t i = 0; i < n; ++i)
+    d[i] = 0.25f * static_cast<float>((k + 1) * (static_cast<int>(i % 5) - 2));
   return d;
 }
 
 // Theta + mean of the deltas, computed as the aggregator does (double sums, one rounding).
-std::vector<float> Mean(const std::vector<float>& theta, const std::vector<std::vector<float>>& deltas) {
+std::vector<float> Mean(const std::vector<float>& theta,
+                        const std::vector<std::vector<float>>& deltas) {
   std::vector<float> out(theta.size());
   for (std::size_t i = 0; i < theta.size(); ++i) {
     double s = 0;
     for (const auto& d : deltas) s += d[i];
-    out[i] = static_cast<float>(static_cast<double>(theta[i]) + s / static_cast<double>(deltas.size()));
+    out[i] =
+        static_cast<float>(static_cast<double>(theta[i]) + s / static_cast<double>(deltas.size()));
   }
   return out;
 }
@@ -81,7 +86,8 @@ protocol::Hello HelloFor(std::vector<std::pair<std::string, uint64_t>> links) {
   return h;
 }
 
-protocol::Update UpdateOf(const std::string& link, const std::vector<float>& delta, uint64_t round) {
+protocol::Update UpdateOf(const std::string& link, const std::vector<float>& delta,
+                          uint64_t round) {
   protocol::Update u;
   u.link_id = link;
   u.base_round = round;
@@ -110,21 +116,25 @@ class CloudFaultTest : public ::testing::Test {
     delete certs_;
   }
   void SetUp() override {
-    dir_ = mlink::testing::TempDir(std::string("fault-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = mlink::testing::TempDir(std::string("fault-") +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
   void TearDown() override {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
 
   // A config for the real binary: link l1 (small) and optionally big, both "mean".
-  std::string WriteConfig(int min_edges, const std::string& server_extra = "", bool big = false, uint16_t http_port = 0) {
+  std::string WriteConfig(int min_edges, const std::string& server_extra = "", bool big = false,
+                          uint16_t http_port = 0) {
     std::string path = dir_ + "/cloud.yaml";
     std::ofstream out(path);
     out << "server: {listen: 127.0.0.1, port: 0, http_port: " << http_port << server_extra << "}\n"
-        << "tls: {ca: " << *certs_ << "/ca.pem, cert: " << *certs_ << "/cloud.pem, key: " << *certs_ << "/cloud.key}\n"
+        << "tls: {ca: " << *certs_ << "/ca.pem, cert: " << *certs_ << "/cloud.pem, key: " << *certs_
+        << "/cloud.key}\n"
         << "data_dir: " << dir_ << "/state\n"
         << "links:\n  - id: l1\n    spec: " << kSmallYaml << "\n"
-        << "    init_seed: 7\n    round: {min_edges: " << min_edges << ", quorum: " << min_edges << ", deadline_s: 60}\n";
+        << "    init_seed: 7\n    round: {min_edges: " << min_edges << ", quorum: " << min_edges
+        << ", deadline_s: 60}\n";
     if (big) {
       out << "  - id: big\n    spec: " << kBigYaml << "\n    init_seed: 3\n"
           << "    round: {min_edges: 100000, quorum: 100000, deadline_s: 600}\n";
@@ -180,7 +190,8 @@ std::string* CloudFaultTest::certs_ = nullptr;
 // the next round, whose result is exact too; and each round appears once in the round history.
 TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCountsNoRoundTwice) {
   constexpr int kEdges = 24;
-  const std::string config = WriteConfig(kEdges + 1);  // + "late": the round cannot close before the kill
+  const std::string config =
+      WriteConfig(kEdges + 1);  // + "late": the round cannot close before the kill
   const std::vector<float> theta0 = Initial(SmallSpec(), 7);
   std::vector<std::vector<float>> d0;
   for (int k = 0; k <= kEdges; ++k) d0.push_back(Delta(k, theta0.size()));
@@ -230,12 +241,15 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
     ASSERT_TRUE(q.ok());
     while (*q->Step()) stored.insert(q->ColumnText(0));
   }
-  for (const auto& e : acked) EXPECT_TRUE(stored.count(e)) << e << " was acknowledged but is not stored";
+  for (const auto& e : acked)
+    EXPECT_TRUE(stored.count(e)) << e << " was acknowledged but is not stored";
 
   CloudProcess cloud(MLINK_CLOUD_BIN, config, dir_ + "/cloud2.log");
   const uint16_t port = cloud.WaitPort();
   ASSERT_NE(port, 0) << cloud.Log();
-  EXPECT_NE(cloud.Log().find("recovered_updates=" + std::to_string(stored.size()) + "\n"), std::string::npos) << cloud.Log();
+  EXPECT_NE(cloud.Log().find("recovered_updates=" + std::to_string(stored.size()) + "\n"),
+            std::string::npos)
+      << cloud.Log();
   // Every edge reconnects and re-sends its update (what an edge does with an update it kept).
   std::vector<std::unique_ptr<TestEdge>> edges;
   for (int k = 0; k < kEdges; ++k) {
@@ -249,7 +263,8 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
       ASSERT_TRUE(r) << name(k);
       EXPECT_EQ(r->reason, RejectReason::kDuplicate) << name(k);
     } else {
-      EXPECT_TRUE(edges[k]->Next<protocol::Ack>()) << name(k) << " was not stored: its re-sent update is accepted";
+      EXPECT_TRUE(edges[k]->Next<protocol::Ack>())
+          << name(k) << " was not stored: its re-sent update is accepted";
     }
   }
   auto late = Join("late", port, 0);
@@ -270,7 +285,8 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
   // The edges resume: round 1 closes exactly too.
   std::vector<std::vector<float>> d1;
   for (int k = 0; k <= kEdges; ++k) d1.push_back(Delta(kEdges - k, theta1.size()));
-  for (int k = 0; k <= kEdges; ++k) ASSERT_TRUE(edges[k]->client().Send(UpdateOf("l1", d1[k], 1)).ok());
+  for (int k = 0; k <= kEdges; ++k)
+    ASSERT_TRUE(edges[k]->client().Send(UpdateOf("l1", d1[k], 1)).ok());
   for (auto& e : edges) ASSERT_TRUE(e->Next<protocol::Ack>());
   const std::vector<float> theta2 = Mean(theta1, d1);
   for (auto& e : edges) {
@@ -284,7 +300,9 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
 
   auto db = sql::Database::Open(dir_ + "/state/aggregator.db");
   ASSERT_TRUE(db.ok()) << db.status();
-  auto q = (*db)->Prepare("SELECT round, count(*), max(updates) FROM rounds WHERE link = 'l1' GROUP BY round ORDER BY round");
+  auto q = (*db)->Prepare(
+      "SELECT round, count(*), max(updates) FROM rounds WHERE link = 'l1' GROUP BY round ORDER BY "
+      "round");
   ASSERT_TRUE(q.ok());
   std::vector<std::vector<int64_t>> history;
   while (*q->Step()) history.push_back({q->ColumnInt(0), q->ColumnInt(1), q->ColumnInt(2)});
@@ -306,7 +324,8 @@ TEST_F(CloudFaultTest, EdgeCutMidUploadLeavesTheRoundUnaffected) {
   ASSERT_TRUE(agg.ok()) << agg.status();
   const uint16_t port = (*agg)->port();
   const std::vector<float> theta = Initial(spec, 3);
-  std::vector<std::vector<float>> d = {Delta(0, theta.size()), Delta(1, theta.size()), Delta(2, theta.size())};
+  std::vector<std::vector<float>> d = {Delta(0, theta.size()), Delta(1, theta.size()),
+                                       Delta(2, theta.size())};
 
   TcpProxy proxy(port);
   auto a = Join("site-a", proxy.port(), 0, spec);
@@ -348,7 +367,8 @@ TEST_F(CloudFaultTest, EdgeCutMidUploadLeavesTheRoundUnaffected) {
   ASSERT_TRUE(g);
   EXPECT_EQ(g->round, 1u);
   EXPECT_EQ(g->params, Mean(theta, d));
-  EXPECT_NE((*agg)->MetricsText().find("mlink_updates_accepted_total{link=\"l1\"} 3\n"), std::string::npos);
+  EXPECT_NE((*agg)->MetricsText().find("mlink_updates_accepted_total{link=\"l1\"} 3\n"),
+            std::string::npos);
 }
 
 // A corrupt aggregator.db at start-up: its header overwritten, a b-tree page overwritten, or
@@ -368,7 +388,8 @@ TEST_F(CloudFaultTest, CorruptAggregatorDatabaseIsAClearErrorAndIsNotOverwritten
   ASSERT_GE(good.size(), 4096u * 3);
   std::string config = dir_ + "/cloud.yaml";
   std::ofstream(config) << "server: {listen: 127.0.0.1, port: 0, http_port: 0}\n"
-                        << "tls: {ca: " << *certs_ << "/ca.pem, cert: " << *certs_ << "/cloud.pem, key: " << *certs_ << "/cloud.key}\n"
+                        << "tls: {ca: " << *certs_ << "/ca.pem, cert: " << *certs_
+                        << "/cloud.pem, key: " << *certs_ << "/cloud.key}\n"
                         << "data_dir: " << dir_ << "/state\n"
                         << "links:\n  - id: l1\n    spec: " << kSmallYaml << "\n    init_seed: 3\n";
 
@@ -458,7 +479,8 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
   rl.rlim_cur = std::max<rlim_t>(rl.rlim_cur, std::min<rlim_t>(rl.rlim_max, 4096));
   setrlimit(RLIMIT_NOFILE, &rl);
   const uint16_t http_port = FreePort();
-  const std::string config = WriteConfig(kEdges, ", send_timeout_s: 2, read_budget_mib: 1", /*big=*/true, http_port);
+  const std::string config =
+      WriteConfig(kEdges, ", send_timeout_s: 2, read_budget_mib: 1", /*big=*/true, http_port);
   CloudProcess cloud(MLINK_CLOUD_BIN, config, dir_ + "/cloud.log");
   const uint16_t port = cloud.WaitPort();
   ASSERT_NE(port, 0) << cloud.Log();
@@ -501,7 +523,8 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
     }
     return false;
   };
-  ASSERT_TRUE(all([](LoadEdge& e) { return e.round.load() == 0; }, 60)) << "every edge got the round-0 link";
+  ASSERT_TRUE(all([](LoadEdge& e) { return e.round.load() == 0; }, 60))
+      << "every edge got the round-0 link";
 
   // The non-reader: subscribed to the big link, behind a proxy that stops reading from the
   // aggregator once it has joined; then it asks for the big global link again and again.
@@ -512,7 +535,8 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
   ASSERT_TRUE(slow->Next<protocol::Welcome>());
   ASSERT_TRUE(slow->Next<protocol::GlobalLink>());
   slow_proxy.SetMode(TcpProxy::Mode::kStallDown);
-  for (int i = 0; i < 24; ++i) ASSERT_TRUE(slow->client().Send(HelloFor({{"big", BigSpec().Hash()}})).ok());
+  for (int i = 0; i < 24; ++i)
+    ASSERT_TRUE(slow->client().Send(HelloFor({{"big", BigSpec().Hash()}})).ok());
 
   // The flooder: 420 KB updates for a round that is not open, as fast as its queue takes them.
   auto flood = TestEdge::Connect(*certs_, "flood", port);
@@ -546,9 +570,15 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
   for (int r = 0; r < kRounds; ++r) {
     std::vector<std::vector<float>> d;
     for (int k = 0; k < kEdges; ++k) d.push_back(Delta((k + r) % 7, theta.size()));
-    for (int k = 0; k < kEdges; ++k) ASSERT_TRUE(edges[k]->client->Send(UpdateOf("l1", d[k], r)).ok());
-    ASSERT_TRUE(all([&](LoadEdge& e) { return e.acks.load() == r + 1 && e.round.load() == static_cast<uint64_t>(r + 1); }, 60))
-        << "round " << r << ": every update acknowledged and the next global link received within the deadline";
+    for (int k = 0; k < kEdges; ++k)
+      ASSERT_TRUE(edges[k]->client->Send(UpdateOf("l1", d[k], r)).ok());
+    ASSERT_TRUE(all(
+        [&](LoadEdge& e) {
+          return e.acks.load() == r + 1 && e.round.load() == static_cast<uint64_t>(r + 1);
+        },
+        60))
+        << "round " << r
+        << ": every update acknowledged and the next global link received within the deadline";
     theta = Mean(theta, d);
     for (auto& e : edges) {
       std::lock_guard<std::mutex> lock(e->mu);
@@ -565,8 +595,11 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
   const std::string log = cloud.Log();
   EXPECT_NE(log.find(dropped), std::string::npos) << log.substr(0, 4000);
   const std::string metrics = HttpGet(http_port, "/metrics");
-  EXPECT_EQ(Metric(metrics, "mlink_connected_edges"), kEdges + 1) << "the edges and the flooder; the non-reader is gone";
-  EXPECT_GT(Metric(metrics, "mlink_read_pauses_total"), 0) << "the flood was throttled by the read budget\n" << metrics;
+  EXPECT_EQ(Metric(metrics, "mlink_connected_edges"), kEdges + 1)
+      << "the edges and the flooder; the non-reader is gone";
+  EXPECT_GT(Metric(metrics, "mlink_read_pauses_total"), 0)
+      << "the flood was throttled by the read budget\n"
+      << metrics;
   EXPECT_LE(Metric(metrics, "mlink_read_budget_held_bytes"), 1l << 20) << metrics;
   flooder.stop = true;
   flooder.thread.join();
@@ -581,7 +614,8 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
   cloud.Kill(SIGTERM);
   auto db = sql::Database::Open(dir_ + "/state/aggregator.db");
   ASSERT_TRUE(db.ok()) << db.status();
-  auto q = (*db)->Prepare("SELECT count(*), min(updates), max(updates) FROM rounds WHERE link = 'l1'");
+  auto q =
+      (*db)->Prepare("SELECT count(*), min(updates), max(updates) FROM rounds WHERE link = 'l1'");
   ASSERT_TRUE(q.ok() && *q->Step());
   EXPECT_EQ(q->ColumnInt(0), kRounds);
   EXPECT_EQ(q->ColumnInt(1), kEdges);

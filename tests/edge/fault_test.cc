@@ -95,7 +95,8 @@ class EdgeFaultTest : public ::testing::Test {
     delete certs_;
   }
   void SetUp() override {
-    dir_ = mlink::testing::TempDir(std::string("edge-fault-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = mlink::testing::TempDir(std::string("edge-fault-") +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
   void TearDown() override {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
@@ -189,15 +190,20 @@ TEST_F(EdgeFaultTest, NetworkCutKeepsTheUpdateOnDiskAndItLandsExactlyOnce) {
   proxy.SetMode(TcpProxy::Mode::kDropDown);
   const int accepted_before_cut = proxy.accepted();
   Feed(a->get(), 300, 200, 1);
-  ASSERT_TRUE(WaitFor([&] { return Count("SELECT count(*) FROM pending WHERE round = 0") == 1; }, 60))
+  ASSERT_TRUE(
+      WaitFor([&] { return Count("SELECT count(*) FROM pending WHERE round = 0") == 1; }, 60))
       << "the update is computed and kept on disk";
   ASSERT_TRUE(WaitFor([&] { return !(*a)->stats().connected; }, 15)) << "the site notices the cut";
   // The update was sent if the site still counted itself connected when it was computed
   // (training is quicker than the idle timeout on a quiet machine, not always under load).
-  ASSERT_TRUE(WaitFor([&] { return (*agg)->MetricsText().find("mlink_connected_edges 0\n") != std::string::npos; }, 10));
+  ASSERT_TRUE(WaitFor(
+      [&] { return (*agg)->MetricsText().find("mlink_connected_edges 0\n") != std::string::npos; },
+      10));
   const bool arrived = (*agg)->GetLink("m->oracle")->pending_updates == 1;
-  std::printf("the update %s the aggregator before the cut was noticed\n", arrived ? "reached" : "did not reach");
-  EXPECT_EQ(Count("SELECT count(*) FROM pending WHERE round = 0"), 1) << "kept on disk: no Ack came";
+  std::printf("the update %s the aggregator before the cut was noticed\n",
+              arrived ? "reached" : "did not reach");
+  EXPECT_EQ(Count("SELECT count(*) FROM pending WHERE round = 0"), 1)
+      << "kept on disk: no Ack came";
   std::vector<float> delta_a;
   {
     auto db = sql::Database::Open(dir_ + "/a/federation.db");
@@ -209,7 +215,8 @@ TEST_F(EdgeFaultTest, NetworkCutKeepsTheUpdateOnDiskAndItLandsExactlyOnce) {
     std::memcpy(delta_a.data(), blob.data(), blob.size());
   }
   ASSERT_EQ(delta_a.size(), theta.size());
-  ASSERT_TRUE(WaitFor([&] { return proxy.accepted() >= accepted_before_cut + 1; }, 20)) << "it tries to reconnect";
+  ASSERT_TRUE(WaitFor([&] { return proxy.accepted() >= accepted_before_cut + 1; }, 20))
+      << "it tries to reconnect";
   EXPECT_EQ((*a)->stats().rounds_joined, 0);
   EXPECT_EQ(Count("SELECT count(*) FROM pending WHERE round = 0"), 1);
 
@@ -223,9 +230,13 @@ TEST_F(EdgeFaultTest, NetworkCutKeepsTheUpdateOnDiskAndItLandsExactlyOnce) {
   auto link = (*agg)->GetLink("m->oracle");
   EXPECT_EQ(link->pending_updates, 1u) << "counted once";
   const std::string metrics = (*agg)->MetricsText();
-  EXPECT_NE(metrics.find("mlink_updates_accepted_total{link=\"m->oracle\"} 1\n"), std::string::npos) << metrics;
-  EXPECT_EQ(metrics.find("mlink_updates_rejected_total{reason=\"duplicate\"} 1\n") != std::string::npos, arrived)
-      << "re-sent after the cut: a duplicate if it had arrived, else accepted now\n" << metrics;
+  EXPECT_NE(metrics.find("mlink_updates_accepted_total{link=\"m->oracle\"} 1\n"), std::string::npos)
+      << metrics;
+  EXPECT_EQ(
+      metrics.find("mlink_updates_rejected_total{reason=\"duplicate\"} 1\n") != std::string::npos,
+      arrived)
+      << "re-sent after the cut: a duplicate if it had arrived, else accepted now\n"
+      << metrics;
 
   // The round closes with site-b's update: exactly the mean of the two deltas.
   auto b = TestEdge::Connect(*certs_, "site-b", (*agg)->port());
@@ -237,7 +248,8 @@ TEST_F(EdgeFaultTest, NetworkCutKeepsTheUpdateOnDiskAndItLandsExactlyOnce) {
   ASSERT_TRUE(b->Next<protocol::Welcome>());
   ASSERT_TRUE(b->Next<protocol::GlobalLink>());
   std::vector<float> delta_b(theta.size());
-  for (std::size_t i = 0; i < delta_b.size(); ++i) delta_b[i] = 0.125f * static_cast<float>(static_cast<int>(i % 7) - 3);
+  for (std::size_t i = 0; i < delta_b.size(); ++i)
+    delta_b[i] = 0.125f * static_cast<float>(static_cast<int>(i % 7) - 3);
   protocol::Update u;
   u.link_id = "m->oracle";
   u.base_round = 0;
@@ -253,11 +265,13 @@ TEST_F(EdgeFaultTest, NetworkCutKeepsTheUpdateOnDiskAndItLandsExactlyOnce) {
   EXPECT_EQ(g->round, 1u);
   std::vector<float> expected(theta.size());
   for (std::size_t i = 0; i < theta.size(); ++i) {
-    expected[i] = static_cast<float>(static_cast<double>(theta[i]) +
-                                     (static_cast<double>(delta_a[i]) + static_cast<double>(delta_b[i])) / 2.0);
+    expected[i] = static_cast<float>(
+        static_cast<double>(theta[i]) +
+        (static_cast<double>(delta_a[i]) + static_cast<double>(delta_b[i])) / 2.0);
   }
   EXPECT_EQ(g->params, expected);
-  EXPECT_TRUE(WaitFor([&] { return Count("SELECT round FROM globals") == 1; }, 20)) << "site-a goes on to round 1";
+  EXPECT_TRUE(WaitFor([&] { return Count("SELECT round FROM globals") == 1; }, 20))
+      << "site-a goes on to round 1";
 }
 
 // samples.db or federation.db is corrupt when a site starts. Must hold: Learner::Start (what
@@ -283,7 +297,8 @@ TEST_F(EdgeFaultTest, CorruptSiteDatabasesAreClearErrorsAndAreNotOverwritten) {
       {"samples.db page", samples, good_samples,
        good_samples.substr(0, 4096) + std::string(4096, '\xA5') + good_samples.substr(8192)},
       {"federation.db header", fed, good_fed, std::string(16, 'X') + good_fed.substr(16)},
-      {"federation.db page", fed, good_fed, good_fed.substr(0, 4096) + std::string(4096, '\xA5') + good_fed.substr(8192)},
+      {"federation.db page", fed, good_fed,
+       good_fed.substr(0, 4096) + std::string(4096, '\xA5') + good_fed.substr(8192)},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.what);
@@ -294,7 +309,8 @@ TEST_F(EdgeFaultTest, CorruptSiteDatabasesAreClearErrorsAndAreNotOverwritten) {
     EXPECT_NE(a.status().message().find(c.file), std::string::npos) << a.status();
     EXPECT_NE(a.status().message().find("It is left as it is"), std::string::npos) << a.status();
     EXPECT_TRUE(ReadAll(c.file) == c.bad) << "the corrupt file is kept as it was";
-    EXPECT_TRUE(ReadAll(samples == c.file ? fed : samples) == (samples == c.file ? good_fed : good_samples));
+    EXPECT_TRUE(ReadAll(samples == c.file ? fed : samples) ==
+                (samples == c.file ? good_fed : good_samples));
     std::ofstream(c.file, std::ios::binary | std::ios::trunc) << c.good;
   }
   auto store = SampleStore::Open(samples);
@@ -345,9 +361,11 @@ TEST_F(EdgeFaultTest, FullDiskIsLoggedWithTheFileAndLosesNothingStored) {
   std::string log;
   char buf[4096];
   ssize_t n;
-  while ((n = read(err_pipe[0], buf, sizeof(buf))) > 0) log.append(buf, static_cast<std::size_t>(n));
+  while ((n = read(err_pipe[0], buf, sizeof(buf))) > 0)
+    log.append(buf, static_cast<std::size_t>(n));
   long long recorded = -1;
-  ASSERT_EQ(read(out_pipe[0], &recorded, sizeof(recorded)), static_cast<ssize_t>(sizeof(recorded))) << log.substr(0, 3000);
+  ASSERT_EQ(read(out_pipe[0], &recorded, sizeof(recorded)), static_cast<ssize_t>(sizeof(recorded)))
+      << log.substr(0, 3000);
   close(err_pipe[0]);
   close(out_pipe[0]);
   int status = 0;
@@ -359,7 +377,8 @@ TEST_F(EdgeFaultTest, FullDiskIsLoggedWithTheFileAndLosesNothingStored) {
   const auto first_error = log.find("sample store write failed");
   ASSERT_NE(first_error, std::string::npos) << log.substr(0, 3000);
   const std::string line = log.substr(first_error, log.find('\n', first_error) - first_error);
-  EXPECT_NE(line.find(data + "/samples.db"), std::string::npos) << "the error names the file: " << line;
+  EXPECT_NE(line.find(data + "/samples.db"), std::string::npos)
+      << "the error names the file: " << line;
 
   auto store = SampleStore::Open(data + "/samples.db");  // runs PRAGMA quick_check
   ASSERT_TRUE(store.ok()) << store.status();
@@ -373,20 +392,25 @@ TEST_F(EdgeFaultTest, FullDiskIsLoggedWithTheFileAndLosesNothingStored) {
 // then it is acknowledged once, the round closes with it, and the round history has it once.
 TEST_F(EdgeFaultTest, AggregatorDiskFullKeepsTheUpdateOnTheSiteUntilItIsStored) {
   const std::string config = dir_ + "/cloud.yaml";
-  std::ofstream(config) << "server: {listen: 127.0.0.1, port: 0, http_port: 0}\n"
-                        << "tls: {ca: " << *certs_ << "/ca.pem, cert: " << *certs_ << "/cloud.pem, key: " << *certs_ << "/cloud.key}\n"
-                        << "data_dir: " << dir_ << "/cloud\n"
-                        << "links:\n  - id: m->oracle\n"
-                        << "    spec: {source: {kind: vector, dim: 4}, target: {kind: vector, dim: 4}, task: single_label}\n"
-                        << "    init_seed: 3\n    round: {min_edges: 1, quorum: 1, deadline_s: 60}\n";
-  mlink::testing::CloudProcess cloud(MLINK_CLOUD_BIN, config, dir_ + "/cloud.log",
-                                     [] { signal(SIGXFSZ, SIG_IGN); });  // a write past the limit fails with EFBIG
+  std::ofstream(config)
+      << "server: {listen: 127.0.0.1, port: 0, http_port: 0}\n"
+      << "tls: {ca: " << *certs_ << "/ca.pem, cert: " << *certs_ << "/cloud.pem, key: " << *certs_
+      << "/cloud.key}\n"
+      << "data_dir: " << dir_ << "/cloud\n"
+      << "links:\n  - id: m->oracle\n"
+      << "    spec: {source: {kind: vector, dim: 4}, target: {kind: vector, dim: 4}, task: "
+         "single_label}\n"
+      << "    init_seed: 3\n    round: {min_edges: 1, quorum: 1, deadline_s: 60}\n";
+  mlink::testing::CloudProcess cloud(MLINK_CLOUD_BIN, config, dir_ + "/cloud.log", [] {
+    signal(SIGXFSZ, SIG_IGN);
+  });  // a write past the limit fails with EFBIG
   const uint16_t port = cloud.WaitPort();
   ASSERT_NE(port, 0) << cloud.Log();
   // From now on no file of the aggregator may grow: the next commit cannot extend the WAL.
   const std::string db = dir_ + "/cloud/aggregator.db";
   const auto wal = std::filesystem::file_size(db + "-wal");
-  rlimit full{static_cast<rlim_t>(std::max<uintmax_t>(wal, std::filesystem::file_size(db))), RLIM_INFINITY};
+  rlimit full{static_cast<rlim_t>(std::max<uintmax_t>(wal, std::filesystem::file_size(db))),
+              RLIM_INFINITY};
   ASSERT_EQ(prlimit(cloud.pid(), RLIMIT_FSIZE, &full, nullptr), 0);
 
   auto a = Learner::Start("site-a", dir_ + "/a", OneModel(), Learning("site-a", port));
@@ -398,7 +422,9 @@ TEST_F(EdgeFaultTest, AggregatorDiskFullKeepsTheUpdateOnTheSiteUntilItIsStored) 
     for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
     return n;
   };
-  ASSERT_TRUE(WaitFor([&] { return count("cannot store updates") >= 2; }, 60)) << "refused, sent again, refused\n" << cloud.Log();
+  ASSERT_TRUE(WaitFor([&] { return count("cannot store updates") >= 2; }, 60))
+      << "refused, sent again, refused\n"
+      << cloud.Log();
   const std::string log = cloud.Log();
   const auto at = log.find("cannot store updates");
   const std::string line = log.substr(at, log.find('\n', at) - at);
@@ -410,8 +436,14 @@ TEST_F(EdgeFaultTest, AggregatorDiskFullKeepsTheUpdateOnTheSiteUntilItIsStored) 
   ASSERT_EQ(prlimit(cloud.pid(), RLIMIT_FSIZE, &freed, nullptr), 0);
   // Stored and acknowledged; with min_edges 1 every update closes a round, so the site goes on.
   ASSERT_TRUE(WaitFor([&] { return (*a)->stats().rounds_joined >= 1; }, 30)) << cloud.Log();
-  ASSERT_TRUE(WaitFor([&] { return Count("SELECT count(*) FROM pending WHERE round = 0") == 0 && Count("SELECT round FROM globals") >= 1; }, 30));
-  EXPECT_EQ((*a)->stats().updates_rejected, 0) << "a storage failure is not a verdict on the update";
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Count("SELECT count(*) FROM pending WHERE round = 0") == 0 &&
+               Count("SELECT round FROM globals") >= 1;
+      },
+      30));
+  EXPECT_EQ((*a)->stats().updates_rejected, 0)
+      << "a storage failure is not a verdict on the update";
   a->reset();
   cloud.Kill(SIGTERM);
   auto h = sql::Database::Open(db);

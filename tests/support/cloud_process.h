@@ -28,7 +28,8 @@ class CloudProcess {
       FILE* f = std::freopen(log.c_str(), "w", stderr);
       (void)f;
       if (in_child) in_child();
-      execl(binary.c_str(), binary.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
+      execl(binary.c_str(), binary.c_str(), "--config", config.c_str(),
+            static_cast<char*>(nullptr));
       _exit(127);
     }
   }
@@ -43,7 +44,8 @@ class CloudProcess {
     for (int i = 0; i < 300; ++i) {
       std::string text = Log();
       auto at = text.find(marker);
-      if (at != std::string::npos) return static_cast<uint16_t>(std::stoi(text.substr(at + marker.size())));
+      if (at != std::string::npos)
+        return static_cast<uint16_t>(std::stoi(text.substr(at + marker.size())));
       if (Exited()) return 0;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

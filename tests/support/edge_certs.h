@@ -37,7 +37,8 @@ inline bool IssueEdgeCerts(const std::string& dir, const std::string& prefix, in
     X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30);
     X509_set_pubkey(x, key);
     X509_NAME* subject = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
+    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
     X509_set_issuer_name(x, X509_get_subject_name(ca));
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, ca, x, nullptr, nullptr, 0);

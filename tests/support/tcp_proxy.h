@@ -34,12 +34,15 @@ class TcpProxy {
   // Listens on 127.0.0.1 (any free port) and forwards to 127.0.0.1:`upstream`.
   // `upstream_rcvbuf` > 0 caps the receive buffer of the proxy's upstream sockets, so a stalled
   // way back fills the server's buffers after fewer bytes.
-  explicit TcpProxy(uint16_t upstream, int upstream_rcvbuf = 0) : upstream_(upstream), rcvbuf_(upstream_rcvbuf) {
+  explicit TcpProxy(uint16_t upstream, int upstream_rcvbuf = 0)
+      : upstream_(upstream), rcvbuf_(upstream_rcvbuf) {
     listen_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a = Loopback(0);
     int one = 1;
     ::setsockopt(listen_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(listen_, 64) != 0) return;
+    if (::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        ::listen(listen_, 64) != 0)
+      return;
     socklen_t len = sizeof(a);
     ::getsockname(listen_, reinterpret_cast<sockaddr*>(&a), &len);
     port_ = ntohs(a.sin_port);
@@ -134,7 +137,8 @@ class TcpProxy {
     std::size_t want = sizeof(buf);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (up && cut_left_ >= 0) want = std::min<std::size_t>(want, static_cast<std::size_t>(std::max(cut_left_, 1LL)));
+      if (up && cut_left_ >= 0)
+        want = std::min<std::size_t>(want, static_cast<std::size_t>(std::max(cut_left_, 1LL)));
     }
     ssize_t n = ::recv(from, buf, want, 0);
     if (n <= 0) return false;

@@ -478,6 +478,9 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = std::max<rlim_t>(rl.rlim_cur, std::min<rlim_t>(rl.rlim_max, 4096));
   setrlimit(RLIMIT_NOFILE, &rl);
+  getrlimit(RLIMIT_NOFILE, &rl);
+  ASSERT_GE(rl.rlim_cur, static_cast<rlim_t>(kEdges + 200))
+      << "this test holds " << kEdges << " connections: raise the open-files limit (ulimit -n)";
   const uint16_t http_port = FreePort();
   const std::string config =
       WriteConfig(kEdges, ", send_timeout_s: 2, read_budget_mib: 1", /*big=*/true, http_port);

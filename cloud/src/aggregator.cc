@@ -750,6 +750,7 @@ Result<std::unique_ptr<Aggregator>> Aggregator::Start(const CloudOptions& option
   so.tls = {options.ca_file, options.cert_file, options.key_file};
   so.handshake_timeout_s = options.handshake_timeout_s;
   so.idle_timeout_s = options.idle_timeout_s;
+  so.send_timeout_s = options.send_timeout_s;
   so.io_threads = options.io_threads;
   so.read_budget_bytes = options.read_budget_bytes;
   MLINK_ASSIGN_OR_RETURN(impl->server, protocol::Server::Start(so, p));

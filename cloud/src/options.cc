@@ -15,6 +15,7 @@ Result<CloudOptions> LoadCloudOptions(const std::string& path) {
   server.Optional("http_port", &o.http_port, 0, 65535);
   server.Optional("handshake_timeout_s", &o.handshake_timeout_s, 0.1, 600.0);
   server.Optional("idle_timeout_s", &o.idle_timeout_s, 1.0, 86400.0);
+  server.Optional("send_timeout_s", &o.send_timeout_s, 0.1, 86400.0);
   server.Optional("io_threads", &o.io_threads, 1, 64);
   int read_budget_mib = static_cast<int>(o.read_budget_bytes >> 20);
   server.Optional("read_budget_mib", &read_budget_mib, 1, 65536);

@@ -10,6 +10,10 @@ namespace mlink::sql {
 
 namespace {
 
+// What every corruption error says: nothing is reset or repaired behind the operator's back.
+constexpr char kKeptAsIs[] =
+    "It is left as it is: keep it for inspection, then restore it from a backup or move it away to start afresh";
+
 Status FromCode(int rc, const std::string& msg) {
   switch (rc & 0xff) {
     case SQLITE_NOTADB:
@@ -66,9 +70,12 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
   // The first real read tells whether the file is a database at all.
   {
     auto check = db->Prepare("PRAGMA schema_version");
-    if (!check.ok()) return check.status().WithContext("opening");
-    auto step = check->Step();
-    if (!step.ok()) return step.status().WithContext("opening");
+    Status st = check.ok() ? check->Step().status() : check.status();
+    if (st.code() == StatusCode::kDataLoss) {
+      return Status::DataLoss("sqlite database " + path + ": not a readable SQLite 3 database (" +
+                              sqlite3_errmsg(raw) + "). " + kKeptAsIs);
+    }
+    if (!st.ok()) return st.WithContext("opening");
   }  // finalised here, so no read transaction stays open
 
   if (!options.read_only) {
@@ -90,7 +97,7 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
     }
     if (verdict != "ok") {
       return Status::DataLoss("sqlite database " + path + ": integrity check failed: " + verdict +
-                              "; the file is corrupt (keep it for inspection and restore from a backup)");
+                              "; the file is corrupt. " + kKeptAsIs);
     }
   }
   return db;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <variant>
@@ -108,6 +109,9 @@ struct Learner::Impl {
     bool joined = false;          // an update for `round` was computed (or kept from before)
     int64_t data_at_try = -1;     // local samples when joining last failed for want of samples
     Clock::time_point last_update{};
+    // The aggregator could not store this round's update (Reject internal): it stays in
+    // federation.db and is sent again at this time.
+    std::optional<Clock::time_point> resend_at;
     uint64_t waiting_logged = UINT64_MAX;  // round of the last "not enough samples" line
     std::unique_ptr<SecAggParticipant> secagg = std::make_unique<SecAggParticipant>();
   };
@@ -205,6 +209,15 @@ struct Learner::Impl {
     ++st.rounds_joined;
   }
   void OnMessage(protocol::Reject& r) {
+    if (r.reason == protocol::RejectReason::kInternal) {
+      // Not a verdict on the update: the aggregator failed to store it (e.g. its disk is full).
+      for (auto& f : feds) {
+        if (f.cfg.id == r.link_id && f.round == r.round) f.resend_at = Clock::now() + Backoff();
+      }
+      MLOG_WARN("edge", "the aggregator could not store the update; it is kept and sent again").Kv("site", site)
+          .Kv("link", r.link_id).Kv("round", r.round).Kv("text", r.text);
+      return;
+    }
     DeletePending(r.link_id, r.round);
     const bool closed = r.reason == protocol::RejectReason::kRoundNotOpen;
     if (closed) {
@@ -247,41 +260,20 @@ struct Learner::Impl {
     }
     MLOG_INFO("edge", "global link received").Kv("site", site).Kv("link", g.link_id).Kv("round", g.round);
     // An update kept from an earlier connection: sent if its round is this one, else dropped.
+    fed->resend_at.reset();
     bool have_pending = false;
-    if (auto q = fed_db->Prepare("SELECT round, delta, samples, loss, metric FROM pending WHERE link = ?"); q.ok()) {
-      q->Bind(1, g.link_id);
-      std::vector<protocol::Update> keep;
-      std::vector<uint64_t> stale;
-      while (true) {
-        auto row = q->Step();
-        if (!row.ok() || !*row) break;
-        const uint64_t round = static_cast<uint64_t>(q->ColumnInt(0));
-        if (round != g.round) {
-          stale.push_back(round);
-          continue;
-        }
-        protocol::Update u;
-        u.link_id = g.link_id;
-        u.base_round = round;
-        auto blob = q->ColumnBlob(1);
-        u.delta.resize(blob.size() / sizeof(float));
-        std::memcpy(u.delta.data(), blob.data(), u.delta.size() * sizeof(float));
-        u.samples = static_cast<uint64_t>(q->ColumnInt(2));
-        u.loss = q->ColumnDouble(3);
-        u.metric = q->ColumnDouble(4);
-        u.checksum = Fnv1a64(u.delta.data(), u.delta.size() * sizeof(float));
-        keep.push_back(std::move(u));
-      }
-      for (uint64_t r : stale) {
+    for (uint64_t r : PendingRounds(g.link_id)) {
+      if (r != g.round) {
         MLOG_WARN("edge", "offline update dropped: its round closed").Kv("site", site).Kv("link", g.link_id).Kv("round", r).Kv("open_round", g.round);
         DeletePending(g.link_id, r);
         std::lock_guard<std::mutex> lock(mu);
         ++st.updates_dropped;
+        continue;
       }
-      for (auto& u : keep) {
+      if (auto u = LoadPending(g.link_id, r)) {
         have_pending = true;
-        MLOG_INFO("edge", "sending an update kept while offline").Kv("site", site).Kv("link", g.link_id).Kv("round", u.base_round);
-        SendUpdate(u);
+        MLOG_INFO("edge", "sending an update kept while offline").Kv("site", site).Kv("link", g.link_id).Kv("round", r);
+        SendUpdate(*u);
       }
     }
     fed->joined = have_pending;
@@ -293,8 +285,56 @@ struct Learner::Impl {
     return f.target < 0 ? store->LabelCount() : store->SampledCount();
   }
 
-  // A site that had too few samples when the round opened joins it once it has enough.
+  std::vector<uint64_t> PendingRounds(const std::string& link_id) {
+    std::vector<uint64_t> rounds;
+    auto q = fed_db->Prepare("SELECT round FROM pending WHERE link = ?");
+    if (!q.ok()) return rounds;
+    q->Bind(1, link_id);
+    while (true) {
+      auto row = q->Step();
+      if (!row.ok() || !*row) break;
+      rounds.push_back(static_cast<uint64_t>(q->ColumnInt(0)));
+    }
+    return rounds;
+  }
+
+  std::optional<protocol::Update> LoadPending(const std::string& link_id, uint64_t round) {
+    auto q = fed_db->Prepare("SELECT delta, samples, loss, metric FROM pending WHERE link = ? AND round = ?");
+    if (!q.ok()) return std::nullopt;
+    q->Bind(1, link_id).Bind(2, static_cast<int64_t>(round));
+    auto row = q->Step();
+    if (!row.ok() || !*row) return std::nullopt;
+    protocol::Update u;
+    u.link_id = link_id;
+    u.base_round = round;
+    auto blob = q->ColumnBlob(0);
+    u.delta.resize(blob.size() / sizeof(float));
+    std::memcpy(u.delta.data(), blob.data(), u.delta.size() * sizeof(float));
+    u.samples = static_cast<uint64_t>(q->ColumnInt(1));
+    u.loss = q->ColumnDouble(2);
+    u.metric = q->ColumnDouble(3);
+    u.checksum = Fnv1a64(u.delta.data(), u.delta.size() * sizeof(float));
+    return u;
+  }
+
+  // The wait before an update the aggregator could not store is sent again.
+  std::chrono::steady_clock::duration Backoff() const {
+    const double s = std::max(o.federation.backoff_initial_s, std::min(o.federation.backoff_max_s, 1.0));
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+  }
+
+  // A site that had too few samples when the round opened joins it once it has enough; an update
+  // the aggregator could not store is sent again.
   void MaybeJoin() {
+    for (auto& f : feds) {
+      if (f.resend_at && Clock::now() >= *f.resend_at) {
+        f.resend_at.reset();
+        if (auto u = LoadPending(f.cfg.id, f.round)) {
+          MLOG_INFO("edge", "sending a kept update again").Kv("site", site).Kv("link", f.cfg.id).Kv("round", f.round);
+          SendUpdate(*u);
+        }
+      }
+    }
     for (auto& f : feds) {
       if (!f.global || f.joined) continue;
       if (Clock::now() - f.last_update < std::chrono::duration<double>(o.federation.round_interval_s)) continue;
@@ -602,6 +642,7 @@ struct Learner::Impl {
       co.endpoint = f.endpoint;
       co.tls = {f.ca_file, f.cert_file, f.key_file};
       co.connect_timeout_s = 10;
+      co.idle_timeout_s = f.idle_timeout_s;
       auto closed = std::make_shared<std::atomic<bool>>(false);
       auto c = protocol::Client::Connect(
           co, [this](protocol::Message m) { Push(MessageWork{std::move(m)}, false); },

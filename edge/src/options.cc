@@ -41,6 +41,7 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
   cloud.Optional("round_interval_s", &fed.round_interval_s, 0.0, 86400.0);
   cloud.Optional("backoff_initial_s", &fed.backoff_initial_s, 0.01, 3600);
   cloud.Optional("backoff_max_s", &fed.backoff_max_s, 0.01, 86400);
+  cloud.Optional("idle_timeout_s", &fed.idle_timeout_s, 0.5, 86400);
   std::vector<config::Section> fed_links = cloud.List("links");
   config::Section source = root.Child("source");
   o.has_source = source.present();

@@ -195,7 +195,11 @@ struct Server::Impl {
 class ServerSession : public Peer, public std::enable_shared_from_this<ServerSession> {
  public:
   ServerSession(tcp::socket&& socket, Server::Impl* server)
-      : ws_(std::move(socket), server->ctx), server_(server), id_(server->next_id++), pause_timer_(ws_.get_executor()) {
+      : ws_(std::move(socket), server->ctx),
+        server_(server),
+        id_(server->next_id++),
+        pause_timer_(ws_.get_executor()),
+        write_timer_(ws_.get_executor()) {
     beast::error_code ec;
     auto ep = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
     remote_ = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -444,10 +448,23 @@ class ServerSession : public Peer, public std::enable_shared_from_this<ServerSes
     writing_ = true;
     ws_.async_write(net::buffer(*queue_.front()),
                     [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->OnWrite(ec, n); });
+    // Beast's idle timeout watches reads only; a peer that sends pings but never reads would
+    // hold its queue forever.
+    const uint64_t seq = ++write_seq_;
+    write_timer_.expires_after(Seconds(server_->opts.send_timeout_s));
+    write_timer_.async_wait([self = shared_from_this(), seq](beast::error_code ec) {
+      if (ec || !self->writing_ || seq != self->write_seq_ || self->finished_) return;
+      MLOG_WARN("transport", "peer does not read; dropping it")
+          .Kv("edge", self->identity_).Kv("queued", self->queue_.size())
+          .Kv("stalled_s", self->server_->opts.send_timeout_s);
+      self->closing_ = true;
+      self->Abort("send stalled: the peer does not read");
+    });
   }
 
   void OnWrite(beast::error_code ec, std::size_t n) {
     writing_ = false;
+    write_timer_.cancel();
     if (ec) return Finish(ec.message());
     server_->bytes_out += n;
     queue_.pop_front();
@@ -469,6 +486,7 @@ class ServerSession : public Peer, public std::enable_shared_from_this<ServerSes
     finished_ = true;
     closing_ = true;
     pause_timer_.cancel();
+    write_timer_.cancel();
     --server_->conns;
     {
       std::lock_guard<std::mutex> lock(server_->mu);
@@ -489,6 +507,8 @@ class ServerSession : public Peer, public std::enable_shared_from_this<ServerSes
   bool paused_ = false;       // waiting for read budget; no read in flight
   bool pinging_ = false;
   net::steady_timer pause_timer_;
+  net::steady_timer write_timer_;  // armed while a write is in flight
+  uint64_t write_seq_ = 0;
   bool writing_ = false;
   bool opened_ = false;
   bool finished_ = false;

@@ -40,6 +40,7 @@ struct CloudOptions {
   int http_port = 8080;                      // status page, /healthz, /metrics; 0 disables
   double handshake_timeout_s = 10;
   double idle_timeout_s = 60;
+  double send_timeout_s = 60;                // an edge that takes no frame for this long is dropped
   int io_threads = 2;
   // Received updates not yet committed and folded, all edges together (config key
   // server.read_budget_mib). Edges whose next update does not fit wait, their reads paused, so

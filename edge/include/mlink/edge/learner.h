@@ -66,6 +66,9 @@ struct FederationOptions {
   double round_interval_s = 10;      // at most one update per link this often (rounds wait)
   double backoff_initial_s = 0.5;
   double backoff_max_s = 30;
+  // Nothing heard from the aggregator for this long (a ping goes out at half of it) means the
+  // connection is dead, e.g. a network cut that resets nothing: the site drops it and reconnects.
+  double idle_timeout_s = 60;
 };
 
 struct LearningOptions {

@@ -6,7 +6,8 @@
 // runs on its own strand; frames are decoded there (cheap) and handed to the ServerHandler, which
 // must not block (post heavy work to a worker). Peer::Send may be called from any thread: it
 // posts to the connection's strand, where a bounded queue keeps one write in flight; a peer whose
-// queue overflows (a client that does not read) is disconnected instead of growing memory.
+// queue overflows, or whose write in flight makes no progress for send_timeout_s (a client that
+// does not read), is disconnected instead of growing memory.
 //
 // Read budget: the bytes of every received message, from its first read until the handler
 // releases its ReadLease, count against one budget shared by all connections
@@ -102,6 +103,9 @@ struct ServerOptions {
   double handshake_timeout_s = 10;
   double idle_timeout_s = 60;     // no traffic (pings included) for this long closes a peer
   std::size_t max_send_queue = 256;  // frames queued per peer before it is dropped
+  // A frame not written within this long means the peer does not read (its socket buffers are
+  // full): it is dropped with a log line. Pings it sends do not keep it; reads do not matter.
+  double send_timeout_s = 60;
   int io_threads = 2;
   // Received messages not yet released by the handler, all connections together (see "Read
   // budget" above). A single message larger than this is still read, once nothing else is held.

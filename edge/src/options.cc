@@ -3,9 +3,9 @@
 #include "mlink/common/config.h"
 
 namespace mlink::edge {
+namespace {
 
-Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
-  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadFile(path));
+Result<EdgeOptions> FromConfig(config::Section root) {
   EdgeOptions o;
   root.Required("site", &o.site);
   root.Optional("device", &o.device);
@@ -122,6 +122,18 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
   log.Optional("format", &o.log_format, {"text", "json"});
   MLINK_RETURN_IF_ERROR(root.Finish());
   return o;
+}
+
+}  // namespace
+
+Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
+  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadFile(path));
+  return FromConfig(root);
+}
+
+Result<EdgeOptions> ParseEdgeOptions(const std::string& text, const std::string& name) {
+  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadString(text, name));
+  return FromConfig(root);
 }
 
 }  // namespace mlink::edge

@@ -39,7 +39,8 @@ Status CheckCloud(const uint8_t* data, std::size_t size) {
     }
     Status spec = l.spec.Validate();
     if (!spec.ok()) return Status::Internal("link '" + l.id + "' accepted with a bad spec: " + spec.message());
-    if (!l.id.empty() && !ids.insert(l.id).second) return Status::Internal("duplicate link id '" + l.id + "' accepted");
+    if (l.id.empty()) return Status::Internal("a link with an empty id accepted");
+    if (!ids.insert(l.id).second) return Status::Internal("duplicate link id '" + l.id + "' accepted");
     if (l.aggregation != "mean" && l.aggregation != "sample_weighted") {
       return Status::Internal("aggregation '" + l.aggregation + "' accepted");
     }
@@ -60,6 +61,7 @@ Status CheckEdge(const uint8_t* data, std::size_t size) {
   }
   std::set<std::string> names;
   for (const auto& m : o->models) {
+    if (m.name.empty()) return Status::Internal("a model with an empty name accepted");
     if (!names.insert(m.name).second) return Status::Internal("duplicate model name '" + m.name + "' accepted");
   }
   for (const auto& f : o->learning.federation.links) {

@@ -31,6 +31,7 @@ Result<CloudOptions> FromConfig(config::Section root) {
   for (config::Section l : root.List("links", true)) {
     LinkOptions lo;
     l.Required("id", &lo.id);
+    if (l.Has("id") && lo.id.empty()) l.Error("id", "must not be empty");
     config::Section spec = l.Child("spec", true);
     lo.spec = link::LinkSpecFromConfig(spec);
     if (spec.present()) {

@@ -105,8 +105,9 @@ Result<EdgeOptions> FromConfig(config::Section root) {
       src = src || m.name == f.source;
       dst = dst || m.name == f.target;
     }
-    if (!f.source.empty() && !src) fl.Error("source", "'" + f.source + "' is not one of the site's models");
-    if (!f.target.empty() && !dst && f.target != "oracle") {
+    // Has(): a missing key is already reported; an empty name is not a model either.
+    if (fl.Has("source") && !src) fl.Error("source", "'" + f.source + "' is not one of the site's models");
+    if (fl.Has("target") && !dst && f.target != "oracle") {
       fl.Error("target", "'" + f.target + "' is neither one of the site's models nor \"oracle\"");
     }
     if (f.target == "oracle" && !l.oracle_enabled) fl.Error("target", "targets the oracle, but no 'oracle' section is configured");

@@ -44,6 +44,36 @@ TEST(OptionsCorpusTest, RegressionInputsKeepTheirInvariants) {
   }
 }
 
+// The inputs the fuzz targets' invariants flagged (kept in fuzz/regressions/): each is now refused
+// with an error that names the key.
+TEST(OptionsCorpusTest, EmptyNamesAreRefusedWithTheirKey) {
+  auto read = [](const std::string& target, const std::string& file) {
+    for (const auto& f : ReadCorpus(MLINK_SOURCE_DIR, target, "regressions")) {
+      if (f.path.size() >= file.size() && f.path.compare(f.path.size() - file.size(), file.size(), file) == 0) return AsText(f);
+    }
+    ADD_FAILURE() << "fuzz/regressions/" << target << "/" << file << " is missing";
+    return std::string();
+  };
+  auto cloud = cloud::ParseCloudOptions(read("cloud_options", "empty-link-ids.yaml"), "c.yaml");
+  ASSERT_FALSE(cloud.ok());
+  EXPECT_NE(cloud.status().message().find("c.yaml:4:9: 'links[0].id': must not be empty"), std::string::npos)
+      << cloud.status().message();
+  EXPECT_NE(cloud.status().message().find("c.yaml:6:9: 'links[1].id': must not be empty"), std::string::npos)
+      << cloud.status().message();
+
+  auto fed = edge::ParseEdgeOptions(read("edge_options", "empty-federated-source.yaml"), "e.yaml");
+  ASSERT_FALSE(fed.ok());
+  EXPECT_NE(fed.status().message().find("'cloud.links[0].source': '' is not one of the site's models"),
+            std::string::npos) << fed.status().message();
+  EXPECT_NE(fed.status().message().find("'cloud.links[0].target': '' is neither one of the site's models"),
+            std::string::npos) << fed.status().message();
+
+  auto model = edge::ParseEdgeOptions(read("edge_options", "empty-model-name.yaml"), "m.yaml");
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("m.yaml:3:12: 'models[0].name': must not be empty"), std::string::npos)
+      << model.status().message();
+}
+
 TEST(OptionsCorpusTest, ParseFromTextMatchesLoadFromFile) {
   const auto seeds = ReadCorpus(MLINK_SOURCE_DIR, "cloud_options", "corpus");
   auto from_file = cloud::LoadCloudOptions(std::string(MLINK_SOURCE_DIR) + "/configs/cloud.yaml");

@@ -447,5 +447,21 @@ TEST(DeploymentTest, KubernetesManifestsReferenceWhatExistsAndRunAsNonRoot) {
   EXPECT_EQ(edges, 3);
 }
 
+// ------------------------------------------------------------------------------- linters
+
+// Debian's yamllint and docker-compose (v1) validate without a container engine.
+TEST(DeploymentTest, YamllintAndComposeAcceptTheFiles) {
+  const std::string docker = kDocker.string();
+  const std::string lint = RunCommand("yamllint -f parsable -d relaxed '" + docker + "' 2>&1; echo \"exit=$?\"");
+  EXPECT_NE(lint.find("exit=0"), std::string::npos) << lint;
+  EXPECT_EQ(lint.find("[error]"), std::string::npos) << lint;
+  const std::string config = RunCommand("cd '" + docker + "' && env -u MLINK_UID -u MLINK_GID docker-compose -f compose.yaml config 2>&1; echo \"exit=$?\"");
+  EXPECT_NE(config.find("exit=0"), std::string::npos) << config;
+  // The resolved file: the three sites inherit the non-root user and the network from x-edge.
+  std::size_t users = 0;
+  for (std::size_t at = config.find("user: 10001:10001"); at != std::string::npos; at = config.find("user: 10001:10001", at + 1)) ++users;
+  EXPECT_EQ(users, 4u) << config;
+}
+
 }  // namespace
 }  // namespace mlink

@@ -5,9 +5,9 @@
 #include "mlink/common/config.h"
 
 namespace mlink::cloud {
+namespace {
 
-Result<CloudOptions> LoadCloudOptions(const std::string& path) {
-  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadFile(path));
+Result<CloudOptions> FromConfig(config::Section root) {
   CloudOptions o;
   config::Section server = root.Child("server", true);
   server.Optional("listen", &o.listen_host);
@@ -32,6 +32,7 @@ Result<CloudOptions> LoadCloudOptions(const std::string& path) {
   for (config::Section l : root.List("links", true)) {
     LinkOptions lo;
     l.Required("id", &lo.id);
+    if (l.Has("id") && lo.id.empty()) l.Error("id", "must not be empty");
     config::Section spec = l.Child("spec", true);
     lo.spec = link::LinkSpecFromConfig(spec);
     if (spec.present()) {
@@ -67,6 +68,18 @@ Result<CloudOptions> LoadCloudOptions(const std::string& path) {
   }
   MLINK_RETURN_IF_ERROR(root.Finish());
   return o;
+}
+
+}  // namespace
+
+Result<CloudOptions> LoadCloudOptions(const std::string& path) {
+  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadFile(path));
+  return FromConfig(root);
+}
+
+Result<CloudOptions> ParseCloudOptions(const std::string& text, const std::string& name) {
+  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadString(text, name));
+  return FromConfig(root);
 }
 
 }  // namespace mlink::cloud

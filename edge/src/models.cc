@@ -14,6 +14,7 @@ std::vector<ModelConfig> ModelConfigsFromConfig(config::Section& root) {
   for (config::Section s : root.List("models", true)) {
     ModelConfig c;
     s.Required("name", &c.name);
+    if (s.Has("name") && c.name.empty()) s.Error("name", "must not be empty");
     s.Required("kind", &c.kind, {"hog", "cascade", "mog2", "dnn", "torchscript", "kserve", "trace"});
     s.Optional("output", &c.output, {"count", "box"});
     s.Optional("scale", &c.scale, 0.05, 4.0);

@@ -3,9 +3,9 @@
 #include "mlink/common/config.h"
 
 namespace mlink::edge {
+namespace {
 
-Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
-  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadFile(path));
+Result<EdgeOptions> FromConfig(config::Section root) {
   EdgeOptions o;
   root.Required("site", &o.site);
   root.Optional("device", &o.device);
@@ -106,8 +106,9 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
       src = src || m.name == f.source;
       dst = dst || m.name == f.target;
     }
-    if (!f.source.empty() && !src) fl.Error("source", "'" + f.source + "' is not one of the site's models");
-    if (!f.target.empty() && !dst && f.target != "oracle") {
+    // Has(): a missing key is already reported; an empty name is not a model either.
+    if (fl.Has("source") && !src) fl.Error("source", "'" + f.source + "' is not one of the site's models");
+    if (fl.Has("target") && !dst && f.target != "oracle") {
       fl.Error("target", "'" + f.target + "' is neither one of the site's models nor \"oracle\"");
     }
     if (f.target == "oracle" && !l.oracle_enabled) fl.Error("target", "targets the oracle, but no 'oracle' section is configured");
@@ -124,6 +125,18 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
   log.Optional("format", &o.log_format, {"text", "json"});
   MLINK_RETURN_IF_ERROR(root.Finish());
   return o;
+}
+
+}  // namespace
+
+Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
+  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadFile(path));
+  return FromConfig(root);
+}
+
+Result<EdgeOptions> ParseEdgeOptions(const std::string& text, const std::string& name) {
+  MLINK_ASSIGN_OR_RETURN(config::Section root, config::LoadString(text, name));
+  return FromConfig(root);
 }
 
 }  // namespace mlink::edge

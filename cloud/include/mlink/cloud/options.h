@@ -55,5 +55,8 @@ struct CloudOptions {
 
 // Loads and validates; the error lists every bad key with file:line.
 Result<CloudOptions> LoadCloudOptions(const std::string& path);
+// The same from YAML text (fuzzing, tests); `name` stands in for the file name in messages, and
+// relative paths are kept as written.
+Result<CloudOptions> ParseCloudOptions(const std::string& text, const std::string& name);
 
 }  // namespace mlink::cloud

@@ -42,5 +42,8 @@ struct EdgeOptions {
 };
 
 Result<EdgeOptions> LoadEdgeOptions(const std::string& path);
+// The same from YAML text (fuzzing, tests); `name` stands in for the file name in messages, and
+// relative paths are kept as written.
+Result<EdgeOptions> ParseEdgeOptions(const std::string& text, const std::string& name);
 
 }  // namespace mlink::edge

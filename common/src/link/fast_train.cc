@@ -67,11 +67,14 @@ MLINK_INLINE void Apply(float* p, int n) {
 // Each kernel twice: for AVX2 (one register per 8 floats) and for any x86-64 (two SSE
 // registers), chosen once at run time. No FMA contraction in either (ISO C++ mode), so both
 // give the same bits.
+__attribute__((target("avx2"))) void ExpAvx2(float* p, int n) { Apply<Exp>(p, n); }
 __attribute__((target("avx2"))) void SigmoidAvx2(float* p, int n) { Apply<Sigmoid8>(p, n); }
 __attribute__((target("avx2"))) void TanhAvx2(float* p, int n) { Apply<Tanh8>(p, n); }
+void ExpBase(float* p, int n) { Apply<Exp>(p, n); }
 void SigmoidBase(float* p, int n) { Apply<Sigmoid8>(p, n); }
 void TanhBase(float* p, int n) { Apply<Tanh8>(p, n); }
 const bool kAvx2 = __builtin_cpu_supports("avx2");
+void ExpN(float* p, int n) { kAvx2 ? ExpAvx2(p, n) : ExpBase(p, n); }
 void SigmoidN(float* p, int n) { kAvx2 ? SigmoidAvx2(p, n) : SigmoidBase(p, n); }
 void TanhN(float* p, int n) { kAvx2 ? TanhAvx2(p, n) : TanhBase(p, n); }
 
@@ -771,19 +774,24 @@ class Net {
     for (int q = 0; q < b; ++q) tokens += static_cast<double>(dweight_[q]) * d.ylen[rows[dorder_[q]]];
     tokens = std::max(1.0, tokens);
     double total = 0;
+    expbuf_.resize(v);
     for (int p = 0; p < np; ++p) {
       float* z = logits_.data() + static_cast<std::size_t>(p) * v;
       float mx = z[kEosToken];
       for (int k = kEosToken + 1; k < v; ++k) mx = std::max(mx, z[k]);
-      double se = 0;
-      for (int k = kEosToken; k < v; ++k) se += std::exp(static_cast<double>(z[k] - mx));
-      const double lse = mx + std::log(se);
+      const int nv = v - kEosToken;
+      float* e = expbuf_.data();
+      for (int k = 0; k < nv; ++k) e[k] = z[kEosToken + k] - mx;
+      ExpN(e, nv);
+      float se = 0;
+      for (int k = 0; k < nv; ++k) se += e[k];
       const float w = dweight_[prow_[p]];
-      total += w * (lse - z[target_[p]]);
+      total += static_cast<double>(w) * (mx + std::log(se) - z[target_[p]]);
       if (train) {  // logits become their gradient
+        const float scale = static_cast<float>(w / tokens) / se;
         const float inv = static_cast<float>(w / tokens);
         for (int k = 0; k < kEosToken; ++k) z[k] = 0.0f;
-        for (int k = kEosToken; k < v; ++k) z[k] = static_cast<float>(std::exp(z[k] - lse)) * inv;
+        for (int k = 0; k < nv; ++k) z[kEosToken + k] = e[k] * scale;
         z[target_[p]] -= inv;
       }
     }
@@ -862,7 +870,7 @@ class Net {
   Lstm enc_, dec_;
   std::vector<float> x_, y_, dz_, e_, de_, h0_, c0_, mem_, dmem_, denc_out_;
   std::vector<float> attn_, ctx_, comb_, logits_, dpre_, dout_, dctx_;
-  std::vector<float> hin_, dhin_, dweight_, pcount_, ctxw_, drow_;
+  std::vector<float> hin_, dhin_, dweight_, pcount_, ctxw_, drow_, expbuf_;
   std::vector<int> dorder_, mlen_, prow_, enc_of_, stamp_;
   std::vector<int32_t> target_;
   int slots_ = 1;

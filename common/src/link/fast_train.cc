@@ -269,9 +269,10 @@ Result<Data> Pack(const LinkSpec& s, const Column& x, const Column& y) {
 
 // The distinct ids among rows (first occurrence order): of_row[i] = index of row i's id in
 // `first`, first[k] = a row carrying id k; count[k] = how many rows carry it.
+// `stamp` (all -1 between calls) is scratch indexed by id.
 void Distinct(const std::vector<int>& id, int n_ids, const std::vector<int64_t>& rows, std::vector<int>* stamp,
               std::vector<int>* of_row, std::vector<int>* first, std::vector<float>* count) {
-  stamp->assign(n_ids, -1);
+  if (static_cast<int>(stamp->size()) < n_ids) stamp->resize(n_ids, -1);
   of_row->resize(rows.size());
   first->clear();
   count->clear();
@@ -285,6 +286,7 @@ void Distinct(const std::vector<int>& id, int n_ids, const std::vector<int64_t>&
     (*of_row)[i] = k;
     (*count)[k] += 1;
   }
+  for (int f : *first) (*stamp)[id[rows[f]]] = -1;
 }
 
 // ------------------------------------------------------------------ building blocks

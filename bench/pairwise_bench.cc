@@ -1,6 +1,7 @@
 // Pairwise training of all links among 7 models with output formats like the paper's (vector
 // dims 2, 12, 4, 4, 1 and two sequence models), 1,000 samples, 100 epochs.
-//   ours:      TrainPairwise, each architecture's links as one stacked computation
+//   ours:      TrainPairwise: each architecture's links on the torch-free trainer (hand-written
+//              backward passes, BLAS products; repeated token sequences encoded once per batch)
 //   baseline:  the same links one at a time in LibTorch (Link::Train), and one at a time in
 //              PyTorch (bench/pairwise_baseline.py, Debian's python3), measured in this run.
 // All three train the same architectures from the same initial parameters (each link's

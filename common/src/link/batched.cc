@@ -71,7 +71,7 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
   std::mutex progress_mu;  // the progress callback is never called concurrently
   // Without dropout a group trains on the torch-free trainer (the same computation without
   // LibTorch's per-op overhead), from the same initial parameters.
-  auto TrainGroupFast = [&](const std::vector<LinkSpec>& gs, const std::vector<const Column*>& xs,
+  auto train_group_fast = [&](const std::vector<LinkSpec>& gs, const std::vector<const Column*>& xs,
                             const std::vector<const Column*>& ys, const std::vector<std::size_t>& members,
                             const TrainOptions& train) -> Status {
     std::vector<FlatParams> init;
@@ -116,7 +116,7 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
         options.progress(arch_name, count, epoch, epochs, loss);
       };
     }
-    if (std::all_of(gs.begin(), gs.end(), internal::FastTrainable)) return TrainGroupFast(gs, xs, ys, members, train);
+    if (std::all_of(gs.begin(), gs.end(), internal::FastTrainable)) return train_group_fast(gs, xs, ys, members, train);
     Dims d = GroupDims(gs);
     MLINK_ASSIGN_OR_RETURN(auto x, internal::PackSources(gs, xs, d.din, d.tin));
     MLINK_ASSIGN_OR_RETURN(auto y, internal::PackTargets(gs, ys, d.dout, d.to));

@@ -506,7 +506,6 @@ class Net {
         dweight_.assign(b, 1.0f);
         const std::size_t hl = l_.hl;
         h0_.resize(b * hl);
-        mem_.resize(b * hl);
         mlen_.assign(b, 1);
         slots_ = 1;
         for (int q = 0; q < b; ++q) std::memcpy(h0_.data() + q * hl, e_.data() + dorder_[q] * hl, sizeof(float) * hl);

@@ -4,7 +4,8 @@
 Reads the data file written by bench_pairwise (JSON: models with format/task and outputs),
 trains every ordered pair's link with the same architecture and protocol as mlink (RMSprop
 lr 0.01, batch 32, fixed epochs, 20% validation split, same split), and prints one JSON line:
-{"seconds": ..., "mean_val_loss": ..., "links": ...}. Run with Debian's python3 (python3-torch).
+{"seconds": ..., "cpu_seconds": ..., "mean_val_loss": ..., "links": ...} (wall and process CPU time
+of the training loops). Run with Debian's python3 (python3-torch).
 When the data file carries them, every link starts from mlink's initial parameters ("init", one
 entry per pair in loop order) and sees mlink's mini-batch order ("epoch_orders"), so the two
 should agree up to float rounding. mlink's LSTMs have one bias vector; nn.LSTM's second one
@@ -184,7 +185,7 @@ def main():
     epochs, bs = data["epochs"], 32
     inits, orders = data.get("init"), data.get("epoch_orders")
     orders = [torch.tensor(o) for o in orders] if orders else None
-    total, losses = 0.0, []
+    total, total_cpu, losses = 0.0, 0.0, []
     for i, mi in enumerate(models):
         for j, mj in enumerate(models):
             if i == j:
@@ -197,7 +198,7 @@ def main():
             gen = torch.Generator().manual_seed(data["seed"] + 31 * i + j)
             yv, xv = y[val_idx], rows(x, val_idx)
             best = float("inf")
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for epoch in range(epochs):
                 if orders:
                     perm = orders[epoch]
@@ -213,8 +214,9 @@ def main():
                 with torch.no_grad():  # validation every epoch, best kept, as mlink's trainer does
                     best = min(best, float(loss_fn(mj["task"], link(xv, yv), yv)))
             total += time.perf_counter() - start
+            total_cpu += time.process_time() - start_cpu
             losses.append(best)
-    print(json.dumps({"seconds": total, "mean_val_loss": sum(losses) / len(losses), "links": len(losses),
+    print(json.dumps({"seconds": total, "cpu_seconds": total_cpu, "mean_val_loss": sum(losses) / len(losses), "links": len(losses),
                       "val_losses": losses}))
 
 

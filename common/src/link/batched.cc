@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "link/dense_mlp.h"
+#include "link/fast_train.h"
 #include "link/modules.h"
 #include "link/trainer.h"
 
@@ -68,6 +69,36 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
   std::vector<PairwiseResult> results(pairs.size());
   torch::Device device(torch::kCPU);
   std::mutex progress_mu;  // the progress callback is never called concurrently
+  // Without dropout a group trains on the torch-free trainer (the same computation without
+  // LibTorch's per-op overhead), from the same initial parameters.
+  auto train_group_fast = [&](const std::vector<LinkSpec>& gs, const std::vector<const Column*>& xs,
+                            const std::vector<const Column*>& ys, const std::vector<std::size_t>& members,
+                            const TrainOptions& train) -> Status {
+    std::vector<FlatParams> init;
+    try {
+      StackedLink start(gs, std::vector<uint64_t>(gs.size(), options.train.seed));
+      for (std::size_t m = 0; m < gs.size(); ++m) init.push_back(start->ExportLink(static_cast<int64_t>(m)));
+    } catch (const std::exception& e) {
+      return Status::Internal(std::string("creating stacked links: ") + e.what());
+    }
+    MLINK_ASSIGN_OR_RETURN(auto trained, internal::FastTrain(gs, xs, ys, std::move(init), train));
+    for (std::size_t m = 0; m < members.size(); ++m) {
+      std::size_t p = members[m];
+      MLINK_ASSIGN_OR_RETURN(auto link, Link::Create(gs[m], 1));
+      MLINK_RETURN_IF_ERROR(link->SetParams(trained.params[m]));
+      TrainReport report = trained.reports[m];
+      if (!trained.validation_rows.empty()) {
+        // The validation metric as TrainStacked reports it: the link's own predictions.
+        MLINK_ASSIGN_OR_RETURN(auto pred, link->Predict(xs[m]->Select(trained.validation_rows)));
+        report.validation = Evaluate(gs[m].task, pred, ys[m]->Select(trained.validation_rows));
+      }
+      results[p].source = pairs[p].first;
+      results[p].target = pairs[p].second;
+      results[p].link = std::move(link);
+      results[p].report = report;
+    }
+    return Status::Ok();
+  };
   auto train_group = [&](const std::vector<std::size_t>& members) -> Status {
     std::vector<LinkSpec> gs;
     std::vector<const Column*> xs, ys;
@@ -76,6 +107,16 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
       xs.push_back(&outputs[pairs[p].first]);
       ys.push_back(&outputs[pairs[p].second]);
     }
+    TrainOptions train = options.train;
+    if (options.progress) {
+      std::string arch_name = gs[0].ArchName();
+      int count = static_cast<int>(gs.size());
+      train.on_epoch = [&options, &progress_mu, arch_name, count](int epoch, int epochs, double loss) {
+        std::lock_guard<std::mutex> lock(progress_mu);
+        options.progress(arch_name, count, epoch, epochs, loss);
+      };
+    }
+    if (std::all_of(gs.begin(), gs.end(), internal::FastTrainable)) return train_group_fast(gs, xs, ys, members, train);
     Dims d = GroupDims(gs);
     MLINK_ASSIGN_OR_RETURN(auto x, internal::PackSources(gs, xs, d.din, d.tin));
     MLINK_ASSIGN_OR_RETURN(auto y, internal::PackTargets(gs, ys, d.dout, d.to));
@@ -88,15 +129,6 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
       return Status::Internal(std::string("creating stacked links: ") + e.what());
     }
     std::vector<TrainReport> reports;
-    TrainOptions train = options.train;
-    if (options.progress) {
-      std::string arch_name = gs[0].ArchName();
-      int count = static_cast<int>(gs.size());
-      train.on_epoch = [&options, &progress_mu, arch_name, count](int epoch, int epochs, double loss) {
-        std::lock_guard<std::mutex> lock(progress_mu);
-        options.progress(arch_name, count, epoch, epochs, loss);
-      };
-    }
     try {
       MLINK_ASSIGN_OR_RETURN(reports, internal::TrainStacked(module, x, y, ys, train, device));
     } catch (const std::exception& e) {

@@ -6,6 +6,8 @@
 #include <numeric>
 #include <random>
 
+#include "link/fast_train.h"
+
 namespace mlink::link::internal {
 
 namespace {
@@ -46,6 +48,30 @@ Column UnpackPrediction(const StackedLink& model, const torch::Tensor& out, int6
     if (static_cast<int>(seq.size()) > s.target.max_len) seq.resize(s.target.max_len);
   }
   return c;
+}
+
+Result<double> TorchLossAndGrad(const LinkSpec& spec, const FlatParams& params, const Column& x, const Column& y,
+                                const std::vector<std::size_t>& rows, std::vector<float>* grad) {
+  Column xs = x.Select(rows), ys = y.Select(rows);
+  MLINK_ASSIGN_OR_RETURN(auto xb, PackSources({spec}, {&xs}, spec.source.dim, spec.source.max_len + 1));
+  MLINK_ASSIGN_OR_RETURN(auto yb, PackTargets({spec}, {&ys}, spec.target.dim, spec.target.max_len + 1));
+  try {
+    StackedLink model(std::vector<LinkSpec>{spec});
+    MLINK_RETURN_IF_ERROR(model->ImportLink(0, params));
+    model->train();
+    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+    auto loss = model->Loss(model->Forward(xb, &yb), yb).sum();
+    loss.backward();
+    grad->clear();
+    for (const auto& p : model->parameters()) {  // registration order = FlatParams order; L = 1: no padding
+      auto g = p.grad().defined() ? p.grad().contiguous() : torch::zeros_like(p);
+      grad->insert(grad->end(), g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
+    }
+    if (grad->size() != params.data.size()) return Status::Internal("gradient size differs from the parameters'");
+    return loss.item<double>();
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("link loss and gradient: ") + e.what());
+  }
 }
 
 Result<std::vector<TrainReport>> TrainStacked(StackedLink& model, const SourceBatch& x, const TargetBatch& y,

@@ -20,8 +20,11 @@ struct PairwiseResult {
   TrainReport report;
 };
 
-// Trains the links (source -> target) for every listed pair of models, grouped by architecture,
-// each group as one stacked computation. `outputs[m]` is model m's column (all aligned, same
+// Trains the links (source -> target) for every listed pair of models, grouped by architecture.
+// Without dropout a group runs on a torch-free trainer (hand-written backward passes, BLAS matrix
+// products, torch's RMSprop; repeated token sequences encoded once per batch); with dropout, as
+// one stacked LibTorch computation. Either way every link ends where training it alone with
+// Link::Train ends, up to float rounding. `outputs[m]` is model m's column (all aligned, same
 // rows); `specs[m]` its format and task. Pairs empty = all k(k-1) ordered pairs.
 struct PairwiseOptions {
   TrainOptions train;

@@ -115,6 +115,8 @@ Result<EdgeOptions> LoadEdgeOptions(const std::string& path) {
       f.spec = link::LinkSpecFromConfig(spec);
       f.spec_given = true;
     }
+    config::Section privacy = fl.Child("privacy");
+    dp::PrivacyOptionsFromConfig(privacy, /*with_clip=*/true, &f.privacy);
     fed.links.push_back(std::move(f));
   }
   config::Section log = root.Child("log");

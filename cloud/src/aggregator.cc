@@ -102,7 +102,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     Clock::time_point deadline;
     uint64_t rounds_completed = 0;
     double last_round_s = 0;
-    std::shared_ptr<UpdateGuard> guard;  // clipping, weight cap, central DP
+    std::unique_ptr<UpdateGuard> guard;  // clipping, weight cap, central DP
     bool budget_spent = false;           // privacy budget spent: no more rounds open
   };
   struct PeerState {
@@ -538,7 +538,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
       l.round = stored.round;
       l.params = std::move(stored.params);
       l.sum.assign(l.params.size(), 0.0);
-      l.guard = std::make_shared<UpdateGuard>(lo, l.round);
+      l.guard = std::make_unique<UpdateGuard>(lo, l.round);
       CheckPrivacyBudget(lo.id, l);
       OpenRound(l);
       std::size_t recovered = 0;

@@ -17,7 +17,7 @@ namespace {
 using mlink::testing::TestEdge;
 using protocol::RejectReason;
 
-link::LinkSpec SmallSpec() {  // vec2vec 3 -> 2: 26 parameters
+link::LinkSpec SmallSpec() {  // vec2vec 3 -> 2: 50 parameters
   link::LinkSpec s;
   s.source = link::OutputFormat::Vector(3);
   s.target = link::OutputFormat::Vector(2);
@@ -33,8 +33,8 @@ link::LinkSpec LargeSpec() {  // vec2vec 100 -> 100: 40300 parameters, for noise
   return s;
 }
 
-// Exact in binary floating point: 0.25 (k + 1) (i mod 5 - 2). Norm 0.25 (k + 1) sqrt(54) for 26
-// parameters: 1.84 for k = 0, 3.67 for k = 1.
+// Exact in binary floating point: 0.25 (k + 1) (i mod 5 - 2). Norm 0.25 (k + 1) sqrt(100) for 50
+// parameters: 2.5 for k = 0, 5 for k = 1.
 std::vector<float> Delta(int k, std::size_t n) {
   std::vector<float> d(n);
   for (std::size_t i = 0; i < n; ++i) d[i] = 0.25f * static_cast<float>((k + 1) * (static_cast<int>(i % 5) - 2));
@@ -133,7 +133,7 @@ TEST_F(UpdateGuardTest, PoisonedUpdateIsClippedAndTheAverageIsExact) {
   auto agg = Aggregator::Start(o);
   ASSERT_TRUE(agg.ok()) << agg.status();
   const std::vector<float> theta = (*agg)->GetLink("l1")->params;
-  ASSERT_EQ(theta.size(), 26u);
+  ASSERT_EQ(theta.size(), 50u);
   auto a = Join("site-a", (*agg)->port(), SmallSpec());
   auto b = Join("site-b", (*agg)->port(), SmallSpec());
   auto c = Join("site-c", (*agg)->port(), SmallSpec());

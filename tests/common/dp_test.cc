@@ -201,7 +201,7 @@ std::string WriteTemp(const std::string& name, const std::string& text) {
 const char kSpec[] = "    spec: {source: {kind: vector, dim: 2}, target: {kind: vector, dim: 3}, task: single_label}\n";
 
 TEST(PrivacyOptionsTest, CloudLinkClippingWeightCapAndCentralPrivacyLoad) {
-  std::string p = WriteTemp("dp-cloud.yaml", std::string("tls: {ca: a.pem, cert: b.pem, key: c.pem}\n") +
+  std::string p = WriteTemp("dp-cloud.yaml", std::string("server: {port: 8443}\ntls: {ca: a.pem, cert: b.pem, key: c.pem}\n") +
                                                  "links:\n  - id: x\n" + kSpec +
                                                  "    round: {aggregation: sample_weighted, clip_norm: 2.5, max_samples: 500}\n"
                                                  "    privacy: {noise_multiplier: 1.2, delta: 1e-6, epsilon_budget: 40, seed: 3}\n");
@@ -220,7 +220,7 @@ TEST(PrivacyOptionsTest, CloudLinkClippingWeightCapAndCentralPrivacyLoad) {
 }
 
 TEST(PrivacyOptionsTest, CloudPrivacyWithoutItsBoundsIsNamed) {
-  std::string p = WriteTemp("dp-cloud-bad.yaml", std::string("tls: {ca: a.pem, cert: b.pem, key: c.pem}\n") +
+  std::string p = WriteTemp("dp-cloud-bad.yaml", std::string("server: {port: 8443}\ntls: {ca: a.pem, cert: b.pem, key: c.pem}\n") +
                                                      "links:\n  - id: x\n" + kSpec +
                                                      "    round: {max_samples: 10}\n"
                                                      "    privacy: {noise_multiplier: 1}\n"

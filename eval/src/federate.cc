@@ -173,6 +173,7 @@ Result<FederateReport> RunFederation(const FederateOptions& o) {
   lo.min_edges = static_cast<int>(n_sites);
   lo.quorum = static_cast<int>(n_sites);
   lo.round_deadline_s = 120;
+  lo.clip_norm = o.clip_norm;
   if (o.dp_mode == "central") {
     lo.clip_norm = o.privacy.clip_norm;
     lo.privacy = o.privacy;
@@ -292,6 +293,7 @@ std::string FederateMarkdown(const FederateReport& r, const FederateOptions& o) 
   s << ". Target site: " << o.target_shift << ", " << o.target_labels << " labels, contributes nothing; accuracy on its "
     << r.target_eval << " other images. " << r.rounds << " rounds of Algorithm 1 through the aggregator (mutual TLS), "
     << o.local_epochs << " local epochs per round.";
+  if (o.clip_norm > 0 && o.dp_mode != "central") s << " The aggregator clips every update to L2 norm " << o.clip_norm << ".";
   if (o.dp_mode != "none") {
     std::snprintf(buf, sizeof(buf), " Differential privacy: %s, clip_norm %g, noise_multiplier %g; epsilon %.2f at delta %g%s.",
                   o.dp_mode.c_str(), o.privacy.clip_norm, o.privacy.noise_multiplier, r.epsilon, o.privacy.delta,

@@ -183,6 +183,7 @@ struct FederateArgs {
   std::vector<std::string> target_shifts = {"washout:0.45:20", "rotate:15"};
   std::string dp = "none";
   mlink::dp::PrivacyOptions privacy;
+  double clip_norm = 0;
 };
 
 int RunFederate(const std::string& data_dir, const std::string& out_dir, const FederateArgs& args) {
@@ -205,6 +206,7 @@ int RunFederate(const std::string& data_dir, const std::string& out_dir, const F
     o.target_shift = target_shift;
     o.dp_mode = args.dp;
     o.privacy = args.privacy;
+    o.clip_norm = args.clip_norm;
     MLOG_INFO("eval", "cross-domain aggregation and fusion").Kv("rounds", o.rounds).Kv("sites", o.site_shifts.size())
         .Kv("target", target_shift);
     auto r = mlink::eval::RunFederation(o);
@@ -330,6 +332,8 @@ int main(int argc, char** argv) {
   federate_cmd->add_option("--dp-noise", federate.privacy.noise_multiplier, "noise std / clip bound")->check(CLI::Range(1e-9, 1e6));
   federate_cmd->add_option("--dp-delta", federate.privacy.delta, "the delta epsilon is reported at")->check(CLI::Range(1e-12, 0.5));
   federate_cmd->add_option("--dp-seed", federate.privacy.seed, "noise seed (0 = random)");
+  federate_cmd->add_option("--clip-norm", federate.clip_norm, "the aggregator clips every update to this L2 norm (no noise)")
+      ->check(CLI::Range(0.0, 1e9));
   CLI11_PARSE(app, argc, argv);
 
   if (adapt_cmd->parsed()) return RunAdapt(data_dir, out_dir, adapt);

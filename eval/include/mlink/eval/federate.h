@@ -38,6 +38,7 @@ struct FederateOptions {
   // and noises the sum. No budget: the run reports the epsilon its rounds spent.
   std::string dp_mode = "none";  // none, local, central
   dp::PrivacyOptions privacy;
+  double clip_norm = 0;          // the aggregator clips every update to this L2 norm (0 = off)
 };
 
 struct FederateReport {

@@ -23,6 +23,7 @@
 #include "status_board.h"
 #include "secagg_round.h"
 #include "store.h"
+#include "update_guard.h"
 
 namespace mlink::cloud {
 
@@ -121,6 +122,8 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     uint64_t rounds_completed = 0;
     double last_round_s = 0;
     std::unique_ptr<SecAggRound> secagg;  // the open round, on links with secure aggregation
+    std::unique_ptr<UpdateGuard> guard;  // clipping, weight cap, central DP
+    bool budget_spent = false;           // privacy budget spent: no more rounds open
   };
   struct PeerState {
     std::weak_ptr<Peer> peer;
@@ -163,6 +166,9 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   std::map<std::string, double> round_seconds;     // by link, last round
   // What the status page shows (its own short lock; rendered on the HTTP thread from a snapshot).
   StatusBoard board;
+  std::map<std::string, uint64_t> clipped;         // by link, updates scaled down to clip_norm
+  std::map<std::string, dp::Epsilon> dp_spent;     // by link, private links only
+  std::map<std::string, bool> dp_budget_spent;     // by link, private links only
 
   // ---------------------------------------------------------------- transport callbacks (I/O)
   void OnOpen(const std::shared_ptr<Peer>& peer) override {
@@ -353,6 +359,12 @@ struct Aggregator::Impl : public protocol::ServerHandler {
              "link '" + u.link_id + "' uses secure aggregation: send SecAgg messages, not Update");
       return nullptr;
     }
+    if (l.budget_spent) {
+      Refuse(peer, u.link_id, u.base_round, RejectReason::kRoundNotOpen,
+             "no round is open: the link's privacy budget (epsilon " + std::to_string(l.options.privacy.epsilon_budget) +
+                 ") is spent");
+      return nullptr;
+    }
     if (u.base_round != l.round) {
       Refuse(peer, u.link_id, u.base_round, RejectReason::kRoundNotOpen,
              "round " + std::to_string(u.base_round) + " is not open; the open round is " + std::to_string(l.round));
@@ -420,13 +432,14 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     std::set<std::string> touched;
     for (auto& a : ok) {
       LinkState& l = *a.link;
-      Fold(l, a.stored.edge, a.update->samples, a.stored.delta);
+      const bool was_clipped = Fold(l, a.stored.edge, a.update->samples, &a.stored.delta);
       a.stored.delta = {};
       a.pending->lease.Release();
       touched.insert(a.update->link_id);
       {
         std::lock_guard<std::mutex> lock(stats_mu);
         ++accepted[a.update->link_id];
+        if (was_clipped) ++clipped[a.update->link_id];
       }
       board.UpdateAccepted(a.stored.edge, a.update->link_id, a.update->samples, a.update->metric);
       protocol::Ack ack;
@@ -446,11 +459,16 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     }
   }
 
-  void Fold(LinkState& l, const std::string& edge, uint64_t samples, const std::vector<float>& delta) {
-    double w = l.options.aggregation == "sample_weighted" ? static_cast<double>(samples) : 1.0;
-    for (std::size_t i = 0; i < delta.size(); ++i) l.sum[i] += w * static_cast<double>(delta[i]);
+  // Adds one update to the round's sum, clipped and weighted by the link's guard (the update as
+  // stored stays as received; clipping is deterministic, so recovery folds the same values).
+  // Returns true if the delta was clipped.
+  bool Fold(LinkState& l, const std::string& edge, uint64_t samples, std::vector<float>* delta) {
+    const bool was_clipped = l.guard->Clip(delta);
+    const double w = l.guard->Weight(samples);
+    for (std::size_t i = 0; i < delta->size(); ++i) l.sum[i] += w * static_cast<double>((*delta)[i]);
     l.total_weight += w;
     l.contributors.insert(edge);
+    return was_clipped;
   }
 
   void OpenRound(LinkState& l) {
@@ -588,9 +606,16 @@ struct Aggregator::Impl : public protocol::ServerHandler {
   }
 
   void CloseRound(const std::string& id, LinkState& l) {
+    const std::vector<double>* sum = &l.sum;
+    std::vector<double> noised;  // central DP: the noise goes on the sum, before dividing
+    if (l.guard->private_link()) {
+      noised = l.sum;
+      l.guard->AddNoise(l.round, &noised);
+      sum = &noised;
+    }
     std::vector<float> next(l.params.size());
     for (std::size_t i = 0; i < next.size(); ++i) {
-      next[i] = static_cast<float>(static_cast<double>(l.params[i]) + l.sum[i] / l.total_weight);
+      next[i] = static_cast<float>(static_cast<double>(l.params[i]) + (*sum)[i] / l.total_weight);
     }
     double secs = std::chrono::duration<double>(Clock::now() - l.opened).count();
     int n = static_cast<int>(l.contributors.size());
@@ -601,10 +626,12 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     }
     MLOG_INFO("cloud", "round closed").Kv("link", id).Kv("round", l.round).Kv("updates", n).Kv("seconds", secs);
     l.params = std::move(next);
+    l.guard->Released();
     ++l.round;
     ++l.rounds_completed;
     l.last_round_s = secs;
     board.RoundClosed(id, l.round - 1, secs);
+    CheckPrivacyBudget(id, l);
     OpenRound(l);
     {
       std::lock_guard<std::mutex> lock(stats_mu);
@@ -613,6 +640,23 @@ struct Aggregator::Impl : public protocol::ServerHandler {
       round_seconds[id] = secs;
     }
     Broadcast(id, protocol::MakeFrame(GlobalOf(id, l)));
+  }
+
+  // Logs and publishes what a private link has spent; marks the link spent once one more round
+  // would pass its epsilon budget (its open round then takes no updates).
+  void CheckPrivacyBudget(const std::string& id, LinkState& l) {
+    if (!l.guard->private_link()) return;
+    const dp::Epsilon e = l.guard->Spent();
+    l.budget_spent = !l.guard->CanOpenRound();
+    MLOG_INFO("cloud", "privacy spent").Kv("link", id).Kv("rounds", l.guard->released()).Kv("epsilon", e.epsilon)
+        .Kv("delta", l.options.privacy.delta).Kv("order", e.order).Kv("epsilon_budget", l.options.privacy.epsilon_budget);
+    if (l.budget_spent) {
+      MLOG_WARN("cloud", "privacy budget spent: this link opens no more rounds").Kv("link", id).Kv("epsilon", e.epsilon)
+          .Kv("epsilon_budget", l.options.privacy.epsilon_budget).Kv("next_round_epsilon", l.guard->NextRoundEpsilon().epsilon);
+    }
+    std::lock_guard<std::mutex> lock(stats_mu);
+    dp_spent[id] = e;
+    dp_budget_spent[id] = l.budget_spent;
   }
 
   void Broadcast(const std::string& link, const protocol::Frame& frame) {
@@ -632,6 +676,7 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     Clock::time_point next = Clock::time_point::max();
     auto now = Clock::now();
     for (auto& [id, l] : links) {
+      if (l.budget_spent) continue;  // no round is open
       if (l.secagg) {
         std::vector<SecAggRound::Outgoing> out;
         l.secagg->Advance(now, &out);
@@ -674,11 +719,13 @@ struct Aggregator::Impl : public protocol::ServerHandler {
       std::vector<StatusSnapshot::Round> closed;
       for (auto it = history.rbegin(); it != history.rend(); ++it) closed.push_back(HistoryRound(*it));
       board.AddLink(lo, closed);
+      l.guard = std::make_unique<UpdateGuard>(lo, l.round);
+      CheckPrivacyBudget(lo.id, l);
       OpenRound(l);
       std::size_t recovered = 0;
       MLINK_RETURN_IF_ERROR(store->ForEachUpdate(lo.id, l.round, [&](Store::StoredUpdate u) {
-        Fold(l, u.edge, u.samples, u.delta);
         board.UpdateRecovered(lo.id, u.samples, u.metric);
+        Fold(l, u.edge, u.samples, &u.delta);
         ++recovered;
         return Status::Ok();
       }));
@@ -688,12 +735,22 @@ struct Aggregator::Impl : public protocol::ServerHandler {
         std::lock_guard<std::mutex> lock(stats_mu);
         round_now[lo.id] = l.round;
         accepted[lo.id] += 0;
+        clipped[lo.id] += 0;
         rounds_done[lo.id] += 0;
       }
       auto [it, inserted] = links.emplace(lo.id, std::move(l));
-      if (static_cast<int>(it->second.contributors.size()) >= it->second.options.min_edges) CloseRound(lo.id, it->second);
+      if (!it->second.budget_spent && static_cast<int>(it->second.contributors.size()) >= it->second.options.min_edges) {
+        CloseRound(lo.id, it->second);
+      }
     }
     return Status::Ok();
+  }
+
+  double PrivacyDelta(const std::string& id) const {
+    for (const auto& lo : options.links) {
+      if (lo.id == id) return lo.privacy.delta;
+    }
+    return 0;
   }
 
   std::string Metrics() const {
@@ -709,6 +766,18 @@ struct Aggregator::Impl : public protocol::ServerHandler {
     for (const auto& [k, v] : rejected) os << "mlink_updates_rejected_total{reason=\"" << k << "\"} " << v << "\n";
     os << "# HELP mlink_round_duration_seconds Duration of the last closed round.\n# TYPE mlink_round_duration_seconds gauge\n";
     for (const auto& [k, v] : round_seconds) os << "mlink_round_duration_seconds{link=\"" << k << "\"} " << v << "\n";
+    os << "# HELP mlink_updates_clipped_total Updates scaled down to the link's clip_norm before averaging.\n"
+       << "# TYPE mlink_updates_clipped_total counter\n";
+    for (const auto& [k, v] : clipped) os << "mlink_updates_clipped_total{link=\"" << k << "\"} " << v << "\n";
+    if (!dp_spent.empty()) {
+      os << "# HELP mlink_dp_epsilon Epsilon spent by a private link's rounds (central DP, at mlink_dp_delta).\n"
+         << "# TYPE mlink_dp_epsilon gauge\n";
+      for (const auto& [k, v] : dp_spent) os << "mlink_dp_epsilon{link=\"" << k << "\"} " << v.epsilon << "\n";
+      os << "# HELP mlink_dp_delta The delta the epsilon is reported for.\n# TYPE mlink_dp_delta gauge\n";
+      for (const auto& [k, v] : dp_spent) os << "mlink_dp_delta{link=\"" << k << "\"} " << PrivacyDelta(k) << "\n";
+      os << "# HELP mlink_dp_budget_spent 1 once a private link opens no more rounds.\n# TYPE mlink_dp_budget_spent gauge\n";
+      for (const auto& [k, v] : dp_budget_spent) os << "mlink_dp_budget_spent{link=\"" << k << "\"} " << (v ? 1 : 0) << "\n";
+    }
     os << "# HELP mlink_connected_edges Open federation connections.\n# TYPE mlink_connected_edges gauge\n"
        << "mlink_connected_edges " << (server ? server->connections() : 0) << "\n";
     os << "# HELP mlink_bytes_in_total Bytes received in federation messages.\n# TYPE mlink_bytes_in_total counter\n"

@@ -48,6 +48,24 @@ Result<CloudOptions> FromConfig(config::Section root) {
     round.Optional("quorum", &lo.quorum, 1, 100000);
     round.Optional("aggregation", &lo.aggregation, {"mean", "sample_weighted"});
     if (lo.quorum > lo.min_edges) round.Error("quorum", "must not exceed min_edges (" + std::to_string(lo.min_edges) + ")");
+    round.Optional("clip_norm", &lo.clip_norm, 0.0, 1e12);
+    int64_t max_samples = 0;
+    round.Optional("max_samples", &max_samples, 0, INT64_MAX);
+    lo.max_samples = static_cast<uint64_t>(max_samples);
+    if (lo.max_samples > 0 && lo.aggregation != "sample_weighted") {
+      round.Error("max_samples", "caps sample weights, so it needs aggregation: sample_weighted");
+    }
+    config::Section privacy = l.Child("privacy");
+    if (privacy.present()) {
+      lo.privacy.clip_norm = lo.clip_norm;
+      dp::PrivacyOptionsFromConfig(privacy, /*with_clip=*/false, &lo.privacy);
+      if (lo.clip_norm <= 0) {
+        l.Error("privacy", "central privacy needs round.clip_norm > 0 (the L2 sensitivity the noise is scaled to)");
+      }
+      if (lo.aggregation == "sample_weighted" && lo.max_samples == 0) {
+        l.Error("privacy", "central privacy with sample_weighted aggregation needs round.max_samples (bounds one edge's weight)");
+      }
+    }
     l.Optional("allowed_edges", &lo.allowed_edges);
     config::Section sa = l.Child("secure_aggregation");
     if (sa.present()) {

@@ -27,6 +27,8 @@ const std::vector<std::string> kFederationSchema = {
     "CREATE TABLE pending (link TEXT NOT NULL, round INTEGER NOT NULL, delta BLOB NOT NULL, samples INTEGER NOT NULL,"
     " loss REAL NOT NULL, metric REAL NOT NULL, PRIMARY KEY (link, round));"
     "CREATE TABLE globals (link TEXT PRIMARY KEY, round INTEGER NOT NULL, params BLOB NOT NULL);",
+    // Local DP: releases made per link, so the privacy spent survives restarts.
+    "CREATE TABLE dp_releases (link TEXT PRIMARY KEY, releases INTEGER NOT NULL);",
 };
 
 // Rows [from, to) of a column.
@@ -114,6 +116,8 @@ struct Learner::Impl {
     std::optional<Clock::time_point> resend_at;
     uint64_t waiting_logged = UINT64_MAX;  // round of the last "not enough samples" line
     std::unique_ptr<SecAggParticipant> secagg = std::make_unique<SecAggParticipant>();
+    std::optional<dp::Accountant> privacy;  // local DP links only
+    bool budget_logged = false;
   };
   std::vector<Fed> feds;
   std::mt19937_64 rng{1};
@@ -360,7 +364,45 @@ struct Learner::Impl {
     return true;
   }
 
+  // True (and logged once) when a local-DP link may not release another update.
+  bool PrivacyBudgetSpent(Fed& f) {
+    if (!f.privacy || f.privacy->CanRelease()) return false;
+    if (!f.budget_logged) {
+      f.budget_logged = true;
+      MLOG_WARN("edge", "privacy budget spent: this site stops uploading the link").Kv("site", site).Kv("link", f.cfg.id)
+          .Kv("releases", f.privacy->releases()).Kv("epsilon", f.privacy->Spent().epsilon)
+          .Kv("epsilon_budget", f.cfg.privacy.epsilon_budget).Kv("next_epsilon", f.privacy->After(f.privacy->releases() + 1).epsilon);
+    }
+    return true;
+  }
+
+  // Local DP: clips and noises the update in place and records the release, on disk first.
+  Status Privatize(Fed& f, protocol::Update* u) {
+    f.privacy->Record();
+    auto ins = fed_db->Prepare("INSERT OR REPLACE INTO dp_releases (link, releases) VALUES (?, ?)");
+    if (!ins.ok()) return ins.status();
+    MLINK_RETURN_IF_ERROR(ins->Bind(1, f.cfg.id).Bind(2, static_cast<int64_t>(f.privacy->releases())).Run());
+    const double norm = dp::Privatize(f.cfg.privacy, f.round, &u->delta);
+    // The loss and metric describe the local data too; a private update does not report them.
+    u->loss = 0;
+    u->metric = 0;
+    const dp::Epsilon e = f.privacy->Spent();
+    MLOG_INFO("edge", "privacy spent").Kv("site", site).Kv("link", f.cfg.id).Kv("round", f.round)
+        .Kv("releases", f.privacy->releases()).Kv("epsilon", e.epsilon).Kv("delta", f.cfg.privacy.delta)
+        .Kv("order", e.order).Kv("norm", norm).Kv("clipped", norm > f.cfg.privacy.clip_norm);
+    PublishPrivacy(f);
+    return Status::Ok();
+  }
+
+  void PublishPrivacy(const Fed& f) {
+    if (!f.privacy) return;
+    std::lock_guard<std::mutex> lock(mu);
+    st.dp_epsilon[f.cfg.id] = f.privacy->Spent().epsilon;
+    st.dp_budget_spent[f.cfg.id] = !f.privacy->CanRelease();
+  }
+
   void LocalUpdate(Fed& f) {
+    if (PrivacyBudgetSpent(f)) return;
     link::Column x, y;
     if (!LocalRows(f, &x, &y) || static_cast<int>(x.rows()) < o.federation.min_samples) {
       f.data_at_try = LocalDataCount(f);
@@ -391,6 +433,14 @@ struct Learner::Impl {
     u.samples = x.rows();
     u.loss = rep->train_loss;
     u.metric = rep->validation.performance;
+    if (f.privacy) {
+      Status ps = Privatize(f, &u);
+      if (!ps.ok()) {
+        MLOG_ERROR("edge", "cannot record the privacy release; update not sent").Kv("site", site).Kv("link", f.cfg.id)
+            .Kv("error", ps.message());
+        return;
+      }
+    }
     u.checksum = Fnv1a64(u.delta.data(), u.delta.size() * sizeof(float));
     f.joined = true;
     f.data_at_try = -1;
@@ -781,6 +831,16 @@ Result<std::unique_ptr<Learner>> Learner::Start(const std::string& site, const s
       MLINK_ASSIGN_OR_RETURN(std::string cert, read(o.federation.cert_file));
       MLINK_ASSIGN_OR_RETURN(std::string ca, read(o.federation.ca_file));
       f.secagg = std::make_unique<SecAggParticipant>(std::move(key), std::move(cert), std::move(ca));
+    }
+    if (l.privacy.enabled()) {
+      int64_t released = 0;
+      auto q = impl->fed_db->Prepare("SELECT releases FROM dp_releases WHERE link = ?");
+      if (!q.ok()) return q.status();
+      q->Bind(1, l.id);
+      MLINK_ASSIGN_OR_RETURN(bool row, q->Step());
+      if (row) released = q->ColumnInt(0);
+      f.privacy.emplace(l.privacy, static_cast<uint64_t>(released));
+      impl->PublishPrivacy(f);
     }
     impl->feds.push_back(std::move(f));
   }

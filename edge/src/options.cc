@@ -118,6 +118,8 @@ Result<EdgeOptions> FromConfig(config::Section root) {
       f.spec_given = true;
     }
     fl.Optional("secure_aggregation", &f.secure_aggregation);
+    config::Section privacy = fl.Child("privacy");
+    dp::PrivacyOptionsFromConfig(privacy, /*with_clip=*/true, &f.privacy);
     fed.links.push_back(std::move(f));
   }
   config::Section log = root.Child("log");

@@ -62,7 +62,7 @@ struct Site {
 };
 
 edge::LearningOptions SiteLearning(const std::string& dir, const std::string& name, uint16_t port, int local_epochs,
-                                   int min_samples) {
+                                   int min_samples, const dp::PrivacyOptions& privacy) {
   edge::LearningOptions o;
   o.sampling.policy = "none";
   o.retrain_samples = 0;
@@ -83,7 +83,7 @@ edge::LearningOptions SiteLearning(const std::string& dir, const std::string& na
   f.cert_file = dir + "/certs/" + name + ".pem";
   f.key_file = dir + "/certs/" + name + ".key";
   f.site = name;
-  f.links.push_back({kLinkId, "cnn", "oracle", OracleSpec(), true});
+  f.links.push_back({kLinkId, "cnn", "oracle", OracleSpec(), true, privacy});
   f.local_epochs = local_epochs;
   f.min_samples = min_samples;
   f.round_interval_s = 0;
@@ -173,6 +173,11 @@ Result<FederateReport> RunFederation(const FederateOptions& o) {
   lo.min_edges = static_cast<int>(n_sites);
   lo.quorum = static_cast<int>(n_sites);
   lo.round_deadline_s = 120;
+  lo.clip_norm = o.clip_norm;
+  if (o.dp_mode == "central") {
+    lo.clip_norm = o.privacy.clip_norm;
+    lo.privacy = o.privacy;
+  }
   co.links.push_back(lo);
   MLINK_ASSIGN_OR_RETURN(auto agg, cloud::Aggregator::Start(co));
 
@@ -191,7 +196,12 @@ Result<FederateReport> RunFederation(const FederateOptions& o) {
   for (std::size_t s = 0; s <= n_sites; ++s) {
     const bool is_target = s == n_sites;
     // The target site never has enough samples to contribute: it only receives.
-    auto lo2 = SiteLearning(dir, sites[s].name, agg->port(), o.local_epochs, is_target ? 1000000000 : 20);
+    dp::PrivacyOptions privacy;
+    if (o.dp_mode == "local" && !is_target) {
+      privacy = o.privacy;
+      if (privacy.seed != 0) privacy.seed += s;
+    }
+    auto lo2 = SiteLearning(dir, sites[s].name, agg->port(), o.local_epochs, is_target ? 1000000000 : 20, privacy);
     MLINK_ASSIGN_OR_RETURN(sites[s].learner, edge::Learner::Start(sites[s].name, dir + "/" + sites[s].name, {{"cnn", "eval", link::OutputFormat::Vector(10), link::TaskKind::kSingleLabel, 0}}, lo2));
   }
   for (auto& s : sites) MLINK_RETURN_IF_ERROR(Feed(&s));
@@ -212,6 +222,7 @@ Result<FederateReport> RunFederation(const FederateOptions& o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   rep.rounds = static_cast<int>(seen);
+  if (o.dp_mode != "none") rep.epsilon = dp::GaussianEpsilon(o.privacy.noise_multiplier, seen, o.privacy.delta).epsilon;
   for (std::size_t s = 0; s < n_sites; ++s) {
     rep.update_bytes += sites[s].learner->stats().bytes_sent;
     sites[s].learner->Stop();
@@ -281,7 +292,15 @@ std::string FederateMarkdown(const FederateReport& r, const FederateOptions& o) 
   for (const auto& sh : o.site_shifts) s << " " << sh;
   s << ". Target site: " << o.target_shift << ", " << o.target_labels << " labels, contributes nothing; accuracy on its "
     << r.target_eval << " other images. " << r.rounds << " rounds of Algorithm 1 through the aggregator (mutual TLS), "
-    << o.local_epochs << " local epochs per round.\n\n";
+    << o.local_epochs << " local epochs per round.";
+  if (o.clip_norm > 0 && o.dp_mode != "central") s << " The aggregator clips every update to L2 norm " << o.clip_norm << ".";
+  if (o.dp_mode != "none") {
+    std::snprintf(buf, sizeof(buf), " Differential privacy: %s, clip_norm %g, noise_multiplier %g; epsilon %.2f at delta %g%s.",
+                  o.dp_mode.c_str(), o.privacy.clip_norm, o.privacy.noise_multiplier, r.epsilon, o.privacy.delta,
+                  o.dp_mode == "local" ? " per site" : "");
+    s << buf;
+  }
+  s << "\n\n";
   s << "| On the target site | accuracy (%) |\n|---|---|\n";
   auto row = [&](const std::string& name, double v) {
     std::snprintf(buf, sizeof(buf), "| %s | %.1f |\n", name.c_str(), 100 * v);

@@ -181,6 +181,9 @@ struct FederateArgs {
   // A domain close to the contributing sites' (the global link alone goes far) and one farther
   // away (fusion with the site's own labels adds on top).
   std::vector<std::string> target_shifts = {"washout:0.45:20", "rotate:15"};
+  std::string dp = "none";
+  mlink::dp::PrivacyOptions privacy;
+  double clip_norm = 0;
 };
 
 int RunFederate(const std::string& data_dir, const std::string& out_dir, const FederateArgs& args) {
@@ -188,6 +191,10 @@ int RunFederate(const std::string& data_dir, const std::string& out_dir, const F
   if (!cnn.ok()) {
     std::cerr << "mlink-eval: " << cnn.status().message() << "\n";
     return 1;
+  }
+  if (args.dp != "none" && (args.privacy.clip_norm <= 0 || args.privacy.noise_multiplier <= 0)) {
+    std::cerr << "mlink-eval: --dp " << args.dp << " needs --dp-clip and --dp-noise (both > 0)\n";
+    return 2;
   }
   std::string md = "## Cross-domain aggregation and local-global fusion of oracle links (Fig. 8 form)\n\n";
   double seconds = 0;
@@ -197,6 +204,9 @@ int RunFederate(const std::string& data_dir, const std::string& out_dir, const F
     o.rounds = args.rounds;
     o.target_labels = args.target_labels;
     o.target_shift = target_shift;
+    o.dp_mode = args.dp;
+    o.privacy = args.privacy;
+    o.clip_norm = args.clip_norm;
     MLOG_INFO("eval", "cross-domain aggregation and fusion").Kv("rounds", o.rounds).Kv("sites", o.site_shifts.size())
         .Kv("target", target_shift);
     auto r = mlink::eval::RunFederation(o);
@@ -316,6 +326,14 @@ int main(int argc, char** argv) {
   federate_cmd->add_option("--rounds", federate.rounds, "rounds of Algorithm 1")->check(CLI::Range(1, 1000));
   federate_cmd->add_option("--target-shifts", federate.target_shifts, "the target site's domains, one run each")->delimiter(',');
   federate_cmd->add_option("--target-labels", federate.target_labels, "labels the target site holds")->check(CLI::Range(20, 1900));
+  federate_cmd->add_option("--dp", federate.dp, "differential privacy: none, local (sites noise their uploads), central (aggregator noises the sum)")
+      ->check(CLI::IsMember({"none", "local", "central"}));
+  federate_cmd->add_option("--dp-clip", federate.privacy.clip_norm, "L2 bound of one update")->check(CLI::Range(1e-9, 1e9));
+  federate_cmd->add_option("--dp-noise", federate.privacy.noise_multiplier, "noise std / clip bound")->check(CLI::Range(1e-9, 1e6));
+  federate_cmd->add_option("--dp-delta", federate.privacy.delta, "the delta epsilon is reported at")->check(CLI::Range(1e-12, 0.5));
+  federate_cmd->add_option("--dp-seed", federate.privacy.seed, "noise seed (0 = random)");
+  federate_cmd->add_option("--clip-norm", federate.clip_norm, "the aggregator clips every update to this L2 norm (no noise)")
+      ->check(CLI::Range(0.0, 1e9));
   CLI11_PARSE(app, argc, argv);
 
   if (adapt_cmd->parsed()) return RunAdapt(data_dir, out_dir, adapt);

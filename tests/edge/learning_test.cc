@@ -348,7 +348,7 @@ class LearnerFederationTest : public ::testing::Test {
     f.cert_file = *certs_ + "/" + site + ".pem";
     f.key_file = *certs_ + "/" + site + ".key";
     f.site = site;
-    f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true});
+    f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true, {}});
     f.local_epochs = 3;
     f.min_samples = 20;
     f.backoff_initial_s = 0.05;
@@ -524,6 +524,54 @@ TEST_F(LearnerFederationTest, UnreachableAggregatorKeepsTheSiteLearningAndRetryi
   EXPECT_EQ((*a)->oracle()->choice(), "local");
   EXPECT_FALSE((*a)->stats().connected);
   EXPECT_EQ((*a)->stats().labels, 120);
+}
+
+// Local differential privacy: the upload is the update clipped to clip_norm plus the round's
+// Gaussian noise; the site accounts its release, keeps the count across restarts, and uploads
+// nothing once another release would pass its epsilon budget.
+TEST_F(LearnerFederationTest, LocalPrivacyClipsAndNoisesUploadsAndStopsAtTheBudget) {
+  auto agg = cloud::Aggregator::Start(Cloud(1));
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  const std::vector<float> theta0 = (*agg)->GetLink("m->oracle")->params;
+  LearningOptions lo = Learning("site-a", (*agg)->port());
+  dp::PrivacyOptions& p = lo.federation.links[0].privacy;
+  p.clip_norm = 0.01;
+  p.noise_multiplier = 1.0;
+  p.delta = 1e-5;
+  p.seed = 99;
+  const double eps1 = dp::GaussianEpsilon(1.0, 1, 1e-5).epsilon;  // 5.2985...
+  p.epsilon_budget = eps1;                                          // exactly one release
+  {
+    auto a = Learner::Start("site-a", dir_ + "/a", OneModel(), lo);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ((*a)->stats().dp_epsilon.at("m->oracle"), 0.0);
+    EXPECT_FALSE((*a)->stats().dp_budget_spent.at("m->oracle"));
+    Feed(a->get(), 1, 300, 200, 1);
+    ASSERT_TRUE(WaitFor([&] { return (*a)->stats().rounds_joined >= 1 && (*agg)->GetLink("m->oracle")->round >= 1; }, 60));
+    const auto st = (*a)->stats();
+    EXPECT_EQ(st.updates_sent, 1);
+    EXPECT_DOUBLE_EQ(st.dp_epsilon.at("m->oracle"), eps1);
+    EXPECT_TRUE(st.dp_budget_spent.at("m->oracle"));
+    // Theta_1 = Theta_0 + clip(delta) + noise: taking the round-0 noise away leaves norm 0.01.
+    auto g = (*agg)->GetLink("m->oracle");
+    ASSERT_TRUE(g.ok());
+    EXPECT_EQ(g->round, 1u);
+    std::vector<double> noise(theta0.size(), 0.0);
+    dp::GaussianNoise::ForRound(99, 0).Add(&noise, 1.0 * 0.01);
+    double sq = 0, moved = 0;
+    for (std::size_t i = 0; i < theta0.size(); ++i) {
+      const double d = static_cast<double>(g->params[i]) - static_cast<double>(theta0[i]);
+      moved += d * d;
+      sq += (d - noise[i]) * (d - noise[i]);
+    }
+    EXPECT_NEAR(std::sqrt(sq), 0.01, 1e-4);
+    EXPECT_GT(std::sqrt(moved), 0.02);  // the noise (std 0.01 on each of 76 values) dominates
+  }
+  // Restarted, the site still counts its release: the budget stays spent.
+  auto a = Learner::Start("site-a", dir_ + "/a", OneModel(), lo);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_DOUBLE_EQ((*a)->stats().dp_epsilon.at("m->oracle"), eps1);
+  EXPECT_TRUE((*a)->stats().dp_budget_spent.at("m->oracle"));
 }
 
 // The label intake over HTTP: CSV in, 202 out; a bad body is a 400 naming the line.

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "mlink/common/dp.h"
 #include "mlink/common/status.h"
 #include "mlink/link/spec.h"
 
@@ -32,6 +33,18 @@ struct LinkOptions {
   std::string aggregation = "mean";  // "mean" (Algorithm 1) or "sample_weighted"
   std::vector<std::string> allowed_edges;  // certificate subjects (CN) allowed; empty = any
   SecureAggregationOptions secure_aggregation;
+  // Bounds on one authorized edge's influence (config keys round.clip_norm, round.max_samples).
+  // Each delta is scaled down to L2 norm clip_norm before it is averaged (0 = no clipping), and
+  // with sample_weighted its weight is min(samples, max_samples) (0 = uncapped), so one edge
+  // moves the average by at most clip_norm * its weight / the total weight.
+  double clip_norm = 0;
+  uint64_t max_samples = 0;
+  // Central differential privacy (config section `privacy`): Gaussian noise with std
+  // noise_multiplier * clip_norm * (max weight of one update) on the weighted sum of the clipped
+  // deltas before it is divided by the total weight; one release per closed round, accounted per
+  // link. privacy.clip_norm is round.clip_norm. Once one more round would pass
+  // epsilon_budget, the link opens no more rounds.
+  dp::PrivacyOptions privacy;
 };
 
 struct CloudOptions {

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "mlink/common/dp.h"
 #include "mlink/edge/link_serving.h"
 #include "mlink/edge/model.h"
 #include "mlink/edge/sample_store.h"
@@ -53,6 +54,11 @@ struct FederatedLink {
   // Send masked updates (protocol/secagg.md); the aggregator's link must use secure aggregation.
   // Such updates are online only: none is kept on disk for a later connection.
   bool secure_aggregation = false;
+  // Local differential privacy (config key `privacy`): each upload is clipped to clip_norm and
+  // gets N(0, (noise_multiplier clip_norm)^2) noise per coordinate before it leaves the site;
+  // the site accounts its own releases (kept in federation.db) and stops uploading this link
+  // before epsilon would pass epsilon_budget. Off unless noise_multiplier > 0.
+  dp::PrivacyOptions privacy;
 };
 
 struct FederationOptions {
@@ -100,6 +106,8 @@ struct LearnerStats {
   bool connected = false;
   std::map<std::string, std::string> serving_choice;  // link id -> local | global | fused
   std::map<std::string, double> link_performance;      // link id -> p of what serves
+  std::map<std::string, double> dp_epsilon;            // link id -> epsilon spent (local DP links)
+  std::map<std::string, bool> dp_budget_spent;         // link id -> uploads stopped by the budget
 };
 
 // The oracle link as served: which model it reads, its output for a frame.

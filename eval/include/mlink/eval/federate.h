@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "mlink/common/dp.h"
 #include "mlink/common/status.h"
 #include "mlink/eval/adapt.h"
 
@@ -32,6 +33,12 @@ struct FederateOptions {
   int local_epochs = 5;
   std::string work_dir;          // certificates and site stores (a temporary folder if empty)
   uint64_t seed = 1;
+  // Differential privacy (off by default): "local" noises each site's uploads (site s draws from
+  // seed privacy.seed + s when that is non-zero), "central" clips every update on the aggregator
+  // and noises the sum. No budget: the run reports the epsilon its rounds spent.
+  std::string dp_mode = "none";  // none, local, central
+  dp::PrivacyOptions privacy;
+  double clip_norm = 0;          // the aggregator clips every update to this L2 norm (0 = off)
 };
 
 struct FederateReport {
@@ -46,6 +53,7 @@ struct FederateReport {
   int64_t update_bytes = 0;          // bytes of deltas the contributing sites uploaded
   double seconds = 0;
   std::size_t target_eval = 0;
+  double epsilon = 0;                // spent by the rounds (per site for local DP), at privacy.delta
 };
 
 Result<FederateReport> RunFederation(const FederateOptions& options);

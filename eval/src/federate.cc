@@ -83,7 +83,7 @@ edge::LearningOptions SiteLearning(const std::string& dir, const std::string& na
   f.cert_file = dir + "/certs/" + name + ".pem";
   f.key_file = dir + "/certs/" + name + ".key";
   f.site = name;
-  f.links.push_back({kLinkId, "cnn", "oracle", OracleSpec(), true, privacy});
+  f.links.push_back({kLinkId, "cnn", "oracle", OracleSpec(), true, false, privacy});
   f.local_epochs = local_epochs;
   f.min_samples = min_samples;
   f.round_interval_s = 0;

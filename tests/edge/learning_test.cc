@@ -348,7 +348,7 @@ class LearnerFederationTest : public ::testing::Test {
     f.cert_file = *certs_ + "/" + site + ".pem";
     f.key_file = *certs_ + "/" + site + ".key";
     f.site = site;
-    f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true, {}});
+    f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true, false, {}});
     f.local_epochs = 3;
     f.min_samples = 20;
     f.backoff_initial_s = 0.05;

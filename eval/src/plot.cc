@@ -101,8 +101,8 @@ std::string GnuplotText(const std::string& s) {
 Status PlotLines(const LinePlot& plot, const std::string& png_path) {
   if (plot.series.empty()) return Status::InvalidArgument("line plot " + png_path + ": no series");
   std::ostringstream s;
-  s << Header(png_path, plot.title, 800, 480) << "set xlabel " << Quote(plot.xlabel) << "\nset ylabel "
-    << Quote(plot.ylabel) << "\nset key outside right top\n"
+  s << Header(png_path, plot.title, 800, 560) << "set xlabel " << Quote(plot.xlabel) << "\nset ylabel "
+    << Quote(plot.ylabel) << "\nset key below\n"
     << YRange(plot.ymin, plot.ymax);
   int arrow = 1;
   for (double x : plot.vlines) {
@@ -135,10 +135,10 @@ Status PlotBars(const BarPlot& plot, const std::string& png_path) {
     }
   }
   std::ostringstream s;
-  s << Header(png_path, plot.title, 800, 480) << "set ylabel " << Quote(plot.ylabel) << "\n"
+  s << Header(png_path, plot.title, 800, 560) << "set ylabel " << Quote(plot.ylabel) << "\n"
     << YRange(plot.ymin, plot.ymax)
     << "set style data histogram\nset style histogram cluster gap 1\n"
-    << "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset key outside right top\nset xtics nomirror\n"
+    << "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset key below\nset xtics nomirror\n"
     << "$d << EOD\n";
   for (std::size_t c = 0; c < plot.categories.size(); ++c) {
     s << Quote(plot.categories[c]);
@@ -189,8 +189,8 @@ Status PlotHistogram(const Histogram& plot, const std::string& png_path) {
     return Status::InvalidArgument("histogram " + png_path + ": no series or a bad range");
   }
   std::ostringstream s;
-  s << Header(png_path, plot.title, 800, 480) << "set xlabel " << Quote(plot.xlabel)
-    << "\nset ylabel \"share of trials\"\nset key outside right top\nset xrange [" << Num(plot.lo) << ":"
+  s << Header(png_path, plot.title, 800, 560) << "set xlabel " << Quote(plot.xlabel)
+    << "\nset ylabel \"share of trials\"\nset key below\nset xrange [" << Num(plot.lo) << ":"
     << Num(plot.hi) << "]\n";
   const double w = (plot.hi - plot.lo) / plot.bins;
   for (std::size_t i = 0; i < plot.series.size(); ++i) {

@@ -69,7 +69,7 @@ class EvalReport : public ::testing::Test {
                             " --domain-rows 1000 --adapt-epochs 5"
                             " --rounds 2 --federate-targets washout:0.45:20 --site-images 400 --target-images 400"
                             " --target-labels 100"
-                            " --vtest-frames 90 --megamind-frames 40 --online-init-frames 20 --online-segment-frames 25"
+                            " --vtest-frames 60 --megamind-frames 30 --online-init-frames 20 --online-segment-frames 20"
                             " --online-epochs 3 --budgets 0.3,0.6 --train-share 0.3 --schedule-epochs 20"
                             " --sim-instances 20 > " +
                             *dir_ + "/stdout.txt 2> " + *dir_ + "/log.txt";
@@ -161,7 +161,7 @@ TEST_F(EvalReport, EveryReferencedImageIsARealPng) {
 TEST_F(EvalReport, ScheduleRulesKeepToTheBudgetAndHindsightBoundsThem) {
   ASSERT_EQ(rc_, 0) << Log();
   ScheduleEvalOptions o;
-  o.trace = *dir_ + "/traces/vtest-90.db";
+  o.trace = *dir_ + "/traces/vtest-60.db";
   ASSERT_TRUE(fs::exists(o.trace));
   o.budget_fractions = {0.3, 0.6, 1.0};
   o.train_share = 0.3;
@@ -169,7 +169,7 @@ TEST_F(EvalReport, ScheduleRulesKeepToTheBudgetAndHindsightBoundsThem) {
   auto r = RunScheduleEval(o);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->models.size(), 5u);
-  EXPECT_EQ(r->train_frames + r->eval_frames, 90u);
+  EXPECT_EQ(r->train_frames + r->eval_frames, 60u);
   ASSERT_EQ(r->rows.size(), 3u);
   for (const auto& row : r->rows) {
     SCOPED_TRACE(row.fraction);

@@ -70,7 +70,7 @@ class EvalReport : public ::testing::Test {
                             " --rounds 2 --federate-targets washout:0.45:20 --site-images 400 --target-images 400"
                             " --target-labels 100"
                             " --vtest-frames 60 --megamind-frames 30 --online-init-frames 20 --online-segment-frames 20"
-                            " --online-epochs 3 --budgets 0.3,0.6 --train-share 0.3 --schedule-epochs 20"
+                            " --online-epochs 3 --budgets 0.3,0.6 --train-share 0.4 --schedule-epochs 20"
                             " --sim-instances 20 > " +
                             *dir_ + "/stdout.txt 2> " + *dir_ + "/log.txt";
     rc_ = std::system(cmd.c_str());
@@ -79,7 +79,11 @@ class EvalReport : public ::testing::Test {
     fs::remove_all(*dir_);
     delete dir_;
   }
-  static std::string Log() { return ReadFile(*dir_ + "/log.txt").substr(0, 4000); }
+  // The end of the run's log, where a failure is reported.
+  static std::string Log() {
+    const std::string log = ReadFile(*dir_ + "/log.txt");
+    return log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
+  }
   static std::string* dir_;
   static int rc_;
 };
@@ -98,8 +102,8 @@ TEST_F(EvalReport, WritesEverySectionWithNumericTables) {
                             "Scheduling vs Standalone at several budgets on recorded video (Table 5 form)",
                             "Scheduling simulation on random problems (Fig. 10 form)"};
   // Table 3: 7 target rows; Table 4: Source, Shift, one share; Fig. 8: 7 rows + by-round row;
-  // Fig. 6: 4 segments + mean + share; Table 5: 2 budgets x 2 videos; Fig. 10: (6 budgets + all) x 2.
-  const int min_rows[] = {7, 3, 8, 6, 4, 14};
+  // Fig. 6: 4 segments + mean + share; Table 5: 2 budgets x 2 videos; Fig. 10: 6 budgets x 2.
+  const int min_rows[] = {7, 3, 8, 6, 4, 12};
   for (int i = 0; i < 6; ++i) {
     const std::string s = SectionText(md, sections[i]);
     ASSERT_FALSE(s.empty()) << sections[i];
@@ -164,7 +168,7 @@ TEST_F(EvalReport, ScheduleRulesKeepToTheBudgetAndHindsightBoundsThem) {
   o.trace = *dir_ + "/traces/vtest-60.db";
   ASSERT_TRUE(fs::exists(o.trace));
   o.budget_fractions = {0.3, 0.6, 1.0};
-  o.train_share = 0.3;
+  o.train_share = 0.4;
   o.epochs = 20;
   auto r = RunScheduleEval(o);
   ASSERT_TRUE(r.ok()) << r.status();

@@ -340,9 +340,9 @@ Status SimSection(const ReportOptions& o, Report* report, std::string* md) {
   Histogram hist;
   hist.title = "Objective / optimum per trial (Fig. 10 simulation)";
   hist.xlabel = "ratio to the optimum";
-  hist.lo = 0.4;
+  hist.lo = 0.0;
   hist.hi = 1.0;
-  hist.bins = 30;
+  hist.bins = 50;
   *md += "Random problems of " + std::to_string(o.sim_models) + " models (link performances and costs drawn from the "
          "distribution, costs clipped to [0.05, 1]), ensemble gain 0.02, " + std::to_string(o.sim_instances) +
          " problems per distribution, each at every budget; the optimum by branch and bound. Mean output accuracy "

@@ -37,14 +37,18 @@ double TotalCost(const SchedulingProblem& problem) {
 
 Result<SchedulingSimResult> RunSchedulingSimulation(const SchedulingSimOptions& options) {
   if (options.models < 1 || options.models > 20) {
-    return Status::InvalidArgument("scheduling simulation: models=" + std::to_string(options.models) +
-                                   " outside [1, 20] (the exact solver's limit)");
+    return Status::InvalidArgument(
+        "scheduling simulation: models=" + std::to_string(options.models) +
+        " outside [1, 20] (the exact solver's limit)");
   }
-  if (options.instances < 1) return Status::InvalidArgument("scheduling simulation: instances must be >= 1");
-  if (options.budget_fractions.empty()) return Status::InvalidArgument("scheduling simulation: no budget fractions");
+  if (options.instances < 1)
+    return Status::InvalidArgument("scheduling simulation: instances must be >= 1");
+  if (options.budget_fractions.empty())
+    return Status::InvalidArgument("scheduling simulation: no budget fractions");
   for (double f : options.budget_fractions) {
     if (!(f > 0 && f <= 1)) {
-      return Status::InvalidArgument("scheduling simulation: budget fraction " + std::to_string(f) + " outside (0, 1]");
+      return Status::InvalidArgument("scheduling simulation: budget fraction " + std::to_string(f) +
+                                     " outside (0, 1]");
     }
   }
   const auto start = std::chrono::steady_clock::now();
@@ -72,8 +76,8 @@ Result<SchedulingSimResult> RunSchedulingSimulation(const SchedulingSimOptions& 
         ++res.skipped;  // budget below the cheapest model
         continue;
       }
-      Result<Selection> sel[4] = {SelectExact(p, o), SelectMarginalGain(p, o), SelectActivationProbability(p, o),
-                                  SelectStandalone(p, o)};
+      Result<Selection> sel[4] = {SelectExact(p, o), SelectMarginalGain(p, o),
+                                  SelectActivationProbability(p, o), SelectStandalone(p, o)};
       for (const auto& s : sel) {
         if (!s.ok()) return s.status();
       }

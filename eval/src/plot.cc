@@ -55,9 +55,11 @@ std::string YRange(double lo, double hi) {
 // Runs gnuplot on `script`; on success the PNG exists and is not empty.
 Status Run(const std::string& script, const std::string& png_path) {
   std::error_code ec;
-  fs::create_directories(fs::path(png_path).parent_path().empty() ? fs::path(".") : fs::path(png_path).parent_path(), ec);
-  const fs::path tmp = fs::temp_directory_path() / ("mlink-plot-" + std::to_string(::getpid()) + "-" +
-                                                   fs::path(png_path).stem().string());
+  fs::create_directories(
+      fs::path(png_path).parent_path().empty() ? fs::path(".") : fs::path(png_path).parent_path(),
+      ec);
+  const fs::path tmp = fs::temp_directory_path() / ("mlink-plot-" + std::to_string(::getpid()) +
+                                                    "-" + fs::path(png_path).stem().string());
   const std::string gp = tmp.string() + ".gp", err = tmp.string() + ".err";
   {
     std::ofstream f(gp);
@@ -67,18 +69,21 @@ Status Run(const std::string& script, const std::string& png_path) {
   const char* env = std::getenv("MLINK_GNUPLOT");
   const std::string gnuplot = env && *env ? env : "gnuplot";
   fs::remove(png_path, ec);
-  const int rc = std::system((ShellQuote(gnuplot) + " " + ShellQuote(gp) + " 2> " + ShellQuote(err)).c_str());
+  const int rc =
+      std::system((ShellQuote(gnuplot) + " " + ShellQuote(gp) + " 2> " + ShellQuote(err)).c_str());
   std::ifstream ef(err);
   std::stringstream es;
   es << ef.rdbuf();
   fs::remove(gp, ec);
   fs::remove(err, ec);
   if (rc != 0) {
-    return Status::Internal("gnuplot failed for " + png_path + " (install gnuplot-nox, or set MLINK_GNUPLOT): " +
-                            es.str().substr(0, 500));
+    return Status::Internal(
+        "gnuplot failed for " + png_path +
+        " (install gnuplot-nox, or set MLINK_GNUPLOT): " + es.str().substr(0, 500));
   }
   if (!fs::exists(png_path) || fs::file_size(png_path, ec) == 0) {
-    return Status::Internal("gnuplot wrote no image to " + png_path + ": " + es.str().substr(0, 500));
+    return Status::Internal("gnuplot wrote no image to " + png_path + ": " +
+                            es.str().substr(0, 500));
   }
   return Status::Ok();
 }
@@ -101,8 +106,8 @@ std::string GnuplotText(const std::string& s) {
 Status PlotLines(const LinePlot& plot, const std::string& png_path) {
   if (plot.series.empty()) return Status::InvalidArgument("line plot " + png_path + ": no series");
   std::ostringstream s;
-  s << Header(png_path, plot.title, 800, 560) << "set xlabel " << Quote(plot.xlabel) << "\nset ylabel "
-    << Quote(plot.ylabel) << "\nset key below\n"
+  s << Header(png_path, plot.title, 800, 560) << "set xlabel " << Quote(plot.xlabel)
+    << "\nset ylabel " << Quote(plot.ylabel) << "\nset key below\n"
     << YRange(plot.ymin, plot.ymax);
   int arrow = 1;
   for (double x : plot.vlines) {
@@ -111,22 +116,25 @@ Status PlotLines(const LinePlot& plot, const std::string& png_path) {
   }
   for (std::size_t i = 0; i < plot.series.size(); ++i) {
     const auto& ser = plot.series[i];
-    if (ser.x.size() != ser.y.size()) return Status::InvalidArgument("line plot " + png_path + ": x and y differ in length");
+    if (ser.x.size() != ser.y.size())
+      return Status::InvalidArgument("line plot " + png_path + ": x and y differ in length");
     s << "$d" << i << " << EOD\n";
-    for (std::size_t j = 0; j < ser.x.size(); ++j) s << Num(ser.x[j]) << " " << Num(ser.y[j]) << "\n";
+    for (std::size_t j = 0; j < ser.x.size(); ++j)
+      s << Num(ser.x[j]) << " " << Num(ser.y[j]) << "\n";
     s << "EOD\n";
   }
   s << "plot ";
   for (std::size_t i = 0; i < plot.series.size(); ++i) {
-    s << (i ? ", " : "") << "$d" << i << " using 1:2 with " << (plot.points ? "linespoints" : "lines")
-      << " lw 2 title " << Quote(plot.series[i].title);
+    s << (i ? ", " : "") << "$d" << i << " using 1:2 with "
+      << (plot.points ? "linespoints" : "lines") << " lw 2 title " << Quote(plot.series[i].title);
   }
   s << "\n";
   return Run(s.str(), png_path);
 }
 
 Status PlotBars(const BarPlot& plot, const std::string& png_path) {
-  if (plot.series.empty() || plot.categories.empty()) return Status::InvalidArgument("bar plot " + png_path + ": no data");
+  if (plot.series.empty() || plot.categories.empty())
+    return Status::InvalidArgument("bar plot " + png_path + ": no data");
   for (const auto& ser : plot.series) {
     if (ser.y.size() != plot.categories.size()) {
       return Status::InvalidArgument("bar plot " + png_path + ": series '" + ser.title + "' has " +
@@ -147,7 +155,8 @@ Status PlotBars(const BarPlot& plot, const std::string& png_path) {
   }
   s << "EOD\nplot ";
   for (std::size_t i = 0; i < plot.series.size(); ++i) {
-    s << (i ? ", " : "") << "$d using " << i + 2 << (i == 0 ? ":xtic(1)" : "") << " title " << Quote(plot.series[i].title);
+    s << (i ? ", " : "") << "$d using " << i + 2 << (i == 0 ? ":xtic(1)" : "") << " title "
+      << Quote(plot.series[i].title);
   }
   s << "\n";
   return Run(s.str(), png_path);
@@ -155,10 +164,11 @@ Status PlotBars(const BarPlot& plot, const std::string& png_path) {
 
 Status PlotHeatmap(const Heatmap& plot, const std::string& png_path) {
   const std::size_t nr = plot.rows.size(), nc = plot.cols.size();
-  if (nr == 0 || nc == 0 || plot.values.size() != nr) return Status::InvalidArgument("heatmap " + png_path + ": bad shape");
+  if (nr == 0 || nc == 0 || plot.values.size() != nr)
+    return Status::InvalidArgument("heatmap " + png_path + ": bad shape");
   std::ostringstream s;
-  s << Header(png_path, plot.title, 820, 640) << "set xlabel " << Quote(plot.xlabel) << "\nset ylabel "
-    << Quote(plot.ylabel) << "\nunset grid\nunset key\n"
+  s << Header(png_path, plot.title, 820, 640) << "set xlabel " << Quote(plot.xlabel)
+    << "\nset ylabel " << Quote(plot.ylabel) << "\nunset grid\nunset key\n"
     << "set cbrange [" << Num(plot.vmin) << ":" << Num(plot.vmax) << "]\n"
     << "set palette defined (0 \"#f7fbff\", 0.5 \"#6baed6\", 1 \"#08306b\")\n"
     << "set xrange [-0.5:" << nc - 0.5 << "]\nset yrange [" << nr - 0.5 << ":-0.5]\n"
@@ -169,7 +179,8 @@ Status PlotHeatmap(const Heatmap& plot, const std::string& png_path) {
   s << ")\n$d << EOD\n";
   int cells = 0;
   for (std::size_t r = 0; r < nr; ++r) {
-    if (plot.values[r].size() != nc) return Status::InvalidArgument("heatmap " + png_path + ": bad row length");
+    if (plot.values[r].size() != nc)
+      return Status::InvalidArgument("heatmap " + png_path + ": bad row length");
     for (std::size_t c = 0; c < nc; ++c) {
       if (!std::isfinite(plot.values[r][c])) continue;
       s << c << " " << r << " " << Num(plot.values[r][c]) << "\n";
@@ -201,12 +212,14 @@ Status PlotHistogram(const Histogram& plot, const std::string& png_path) {
     }
     const double n = std::max<std::size_t>(1, plot.series[i].y.size());
     s << "$d" << i << " << EOD\n";
-    for (int b = 0; b < plot.bins; ++b) s << Num(plot.lo + (b + 0.5) * w) << " " << Num(count[b] / n) << "\n";
+    for (int b = 0; b < plot.bins; ++b)
+      s << Num(plot.lo + (b + 0.5) * w) << " " << Num(count[b] / n) << "\n";
     s << "EOD\n";
   }
   s << "plot ";
   for (std::size_t i = 0; i < plot.series.size(); ++i) {
-    s << (i ? ", " : "") << "$d" << i << " using 1:2 with histeps lw 2 title " << Quote(plot.series[i].title);
+    s << (i ? ", " : "") << "$d" << i << " using 1:2 with histeps lw 2 title "
+      << Quote(plot.series[i].title);
   }
   s << "\n";
   return Run(s.str(), png_path);

@@ -54,7 +54,8 @@ class Report {
   }
 
   // Runs one experiment; its failure becomes the section's text and the run's status.
-  void Section(const std::string& name, const std::string& title, const std::function<Status(std::string*)>& body) {
+  void Section(const std::string& name, const std::string& title,
+               const std::function<Status(std::string*)>& body) {
     if (!Wants(name)) return;
     MLOG_INFO("eval", "report: section started").Kv("section", name);
     const auto start = Clock::now();
@@ -74,7 +75,8 @@ class Report {
   }
 
   // Draws a plot into out_dir and returns the Markdown image line.
-  Result<std::string> Plot(const std::string& file, const std::string& alt, const std::function<Status(const std::string&)>& draw) {
+  Result<std::string> Plot(const std::string& file, const std::string& alt,
+                           const std::function<Status(const std::string&)>& draw) {
     MLINK_RETURN_IF_ERROR(draw(o_.out_dir + "/" + file));
     summary_.pngs.push_back(file);
     return "![" + alt + "](" + file + ")\n\n";
@@ -113,11 +115,15 @@ Status LinksSection(const ReportOptions& o, Report* report, std::string* md) {
   }
   h.vmin = 0;
   h.vmax = 1;
-  MLINK_ASSIGN_OR_RETURN(auto img, report->Plot("links.png", "Table 3 heatmap", [&](const std::string& p) { return PlotHeatmap(h, p); }));
+  MLINK_ASSIGN_OR_RETURN(auto img,
+                         report->Plot("links.png", "Table 3 heatmap",
+                                      [&](const std::string& p) { return PlotHeatmap(h, p); }));
   *md += img;
-  *md += "Paper (Table 3, its own seven models): links are asymmetric, some sources dominate a target "
-         "(e.g. Caption -> Action mAP 29.7% vs 8.5-12.8% from the others) and an ensemble is at least as good as "
-         "its best source.\n";
+  *md +=
+      "Paper (Table 3, its own seven models): links are asymmetric, some sources dominate a target "
+      "(e.g. Caption -> Action mAP 29.7% vs 8.5-12.8% from the others) and an ensemble is at least "
+      "as good as "
+      "its best source.\n";
   return Status::Ok();
 }
 
@@ -128,7 +134,8 @@ Result<std::string> Cnn(const ReportOptions& o) {
   auto cnn_opts = DefaultCnnOptions();
   if (!o.fmnist_dir.empty()) cnn_opts.fmnist_dir = o.fmnist_dir;
   if (!fs::exists(cnn_opts.path)) {
-    MLOG_INFO("eval", "training the Fashion-MNIST CNN (once; a few minutes)").Kv("cache", cnn_opts.path);
+    MLOG_INFO("eval", "training the Fashion-MNIST CNN (once; a few minutes)")
+        .Kv("cache", cnn_opts.path);
   }
   cnn_opts.progress = [](const std::string& line) { MLOG_INFO("eval", "cnn").Kv("train", line); };
   return EnsureFmnistCnn(cnn_opts);
@@ -146,15 +153,21 @@ Status AdaptSection(const ReportOptions& o, Report* report, std::string* md) {
   for (int s = 1; s <= o.adapt_seeds; ++s) ao.seeds.push_back(uint64_t(s));
   ao.train.epochs = o.adapt_epochs;
   ao.progress = [](const std::string& shift, double share, uint64_t seed, double acc) {
-    MLOG_INFO("eval", "oracle link trained").Kv("shift", shift).Kv("labels", share).Kv("seed", seed).Kv("accuracy", acc);
+    MLOG_INFO("eval", "oracle link trained")
+        .Kv("shift", shift)
+        .Kv("labels", share)
+        .Kv("seed", seed)
+        .Kv("accuracy", acc);
   };
   MLINK_ASSIGN_OR_RETURN(auto cnn_path, Cnn(o));
   MLINK_ASSIGN_OR_RETURN(auto cnn, ImageClassifier::Load(cnn_path));
-  MLINK_ASSIGN_OR_RETURN(auto domain, LoadFashionMnist(o.fmnist_dir.empty() ? DefaultFashionMnistDir() : o.fmnist_dir,
-                                                       false, o.adapt_domain_rows));
+  MLINK_ASSIGN_OR_RETURN(
+      auto domain, LoadFashionMnist(o.fmnist_dir.empty() ? DefaultFashionMnistDir() : o.fmnist_dir,
+                                    false, o.adapt_domain_rows));
   MLINK_ASSIGN_OR_RETURN(auto r, RunOracleAdaptation(*cnn, domain, ao));
   std::string table = AdaptMarkdown(r);
-  if (table.rfind("## ", 0) == 0) table.erase(0, table.find('\n') + 1);  // the report has its own heading
+  if (table.rfind("## ", 0) == 0)
+    table.erase(0, table.find('\n') + 1);  // the report has its own heading
   *md += table + "\n";
   BarPlot b;
   b.title = "Oracle links under domain shift (Table 4 form): CNN accuracy";
@@ -180,10 +193,14 @@ Status AdaptSection(const ReportOptions& o, Report* report, std::string* md) {
     add("oracle link, " + Fmt("%g", 100 * r.label_shares[i]) + "% labels",
         [i](const AdaptColumn& c) { return i < c.oracle.size() ? c.oracle[i].mean : 0.0; });
   }
-  MLINK_ASSIGN_OR_RETURN(auto img, report->Plot("adapt.png", "Table 4 bars", [&](const std::string& p) { return PlotBars(b, p); }));
+  MLINK_ASSIGN_OR_RETURN(auto img,
+                         report->Plot("adapt.png", "Table 4 bars",
+                                      [&](const std::string& p) { return PlotBars(b, p); }));
   *md += img;
-  *md += "Paper (Table 4, Office-Home, ResNet50 as the black box): Source 92.3, Shift 59.5, MLink with 10% of the "
-         "target domain's labels 72.6 on average (about 40% of the loss won back).\n";
+  *md +=
+      "Paper (Table 4, Office-Home, ResNet50 as the black box): Source 92.3, Shift 59.5, MLink "
+      "with 10% of the "
+      "target domain's labels 72.6 on average (about 40% of the loss won back).\n";
   return Status::Ok();
 }
 
@@ -205,7 +222,9 @@ Status FederateSection(const ReportOptions& o, Report* report, std::string* md) 
     fo.target_images = o.federate_target_images;
     fo.target_labels = o.federate_target_labels;
     fo.target_shift = target;
-    MLOG_INFO("eval", "cross-domain aggregation and fusion").Kv("rounds", fo.rounds).Kv("target", target);
+    MLOG_INFO("eval", "cross-domain aggregation and fusion")
+        .Kv("rounds", fo.rounds)
+        .Kv("target", target);
     MLINK_ASSIGN_OR_RETURN(auto r, RunFederation(fo));
     *md += "### Target domain " + target + "\n\n" + FederateMarkdown(r, fo) + "\n";
     PlotSeries global, local, fused;
@@ -225,11 +244,14 @@ Status FederateSection(const ReportOptions& o, Report* report, std::string* md) 
     plot.series.push_back(local);
     plot.series.push_back(fused);
   }
-  MLINK_ASSIGN_OR_RETURN(auto img, report->Plot("federate.png", "Fig. 8 accuracy over rounds",
-                                                [&](const std::string& p) { return PlotLines(plot, p); }));
+  MLINK_ASSIGN_OR_RETURN(auto img,
+                         report->Plot("federate.png", "Fig. 8 accuracy over rounds",
+                                      [&](const std::string& p) { return PlotLines(plot, p); }));
   *md += img;
-  *md += "Paper (Fig. 8, smart building, action classifier): the global link from two other domains lifts the "
-         "target from 77.8% to 90.2% without any target sample; local-global fusion adds up to 6%.\n";
+  *md +=
+      "Paper (Fig. 8, smart building, action classifier): the global link from two other domains "
+      "lifts the "
+      "target from 77.8% to 90.2% without any target sample; local-global fusion adds up to 6%.\n";
   return Status::Ok();
 }
 
@@ -237,11 +259,13 @@ Status FederateSection(const ReportOptions& o, Report* report, std::string* md) 
 
 std::string TracePath(const ReportOptions& o, const std::string& name, int frames) {
   const std::string dir = o.trace_dir.empty() ? o.out_dir + "/traces" : o.trace_dir;
-  return dir + "/" + name + "-" + (frames > 0 ? std::to_string(frames) : std::string("all")) + ".db";
+  return dir + "/" + name + "-" + (frames > 0 ? std::to_string(frames) : std::string("all")) +
+         ".db";
 }
 
 std::string Config(const std::string& given, const char* site) {
-  return given.empty() ? std::string(MLINK_SOURCE_DIR) + "/configs/edge-site-" + site + ".yaml" : given;
+  return given.empty() ? std::string(MLINK_SOURCE_DIR) + "/configs/edge-site-" + site + ".yaml"
+                       : given;
 }
 
 // The traces the video experiments need, recorded on first use.
@@ -261,11 +285,13 @@ Status OnlineSection(const ReportOptions& o, Report* report, std::string* md) {
   oo.traces = traces;
   MLINK_ASSIGN_OR_RETURN(auto first, edge::Trace::Open(traces[0]));
   const int64_t boundary = first->FrameCount();
-  MLOG_INFO("eval", "online training policies").Kv("traces", oo.traces.size()).Kv("budget", oo.budget);
+  MLOG_INFO("eval", "online training policies")
+      .Kv("traces", oo.traces.size())
+      .Kv("budget", oo.budget);
   MLINK_ASSIGN_OR_RETURN(auto r, RunOnlinePolicies(oo));
   *md += OnlineMarkdown(r, oo) + "\n";
-  *md += "The scene changes at frame " + std::to_string(boundary) + " (" + Basename(traces[0]) + " ends, " +
-         Basename(traces[1]) + " begins).\n\n";
+  *md += "The scene changes at frame " + std::to_string(boundary) + " (" + Basename(traces[0]) +
+         " ends, " + Basename(traces[1]) + " begins).\n\n";
   LinePlot plot;
   plot.title = "Online training policies (Fig. 6 form): mean p of the predicted models per segment";
   plot.xlabel = "frame (segment midpoint)";
@@ -282,11 +308,14 @@ Status OnlineSection(const ReportOptions& o, Report* report, std::string* md) {
     }
     plot.series.push_back(s);
   }
-  MLINK_ASSIGN_OR_RETURN(auto img, report->Plot("online.png", "Fig. 6 accuracy over time",
-                                                [&](const std::string& p) { return PlotLines(plot, p); }));
+  MLINK_ASSIGN_OR_RETURN(auto img,
+                         report->Plot("online.png", "Fig. 6 accuracy over time",
+                                      [&](const std::string& p) { return PlotLines(plot, p); }));
   *md += img;
-  *md += "Paper (Fig. 6, vehicle -> person counting link on traffic video, 1% labels): offline 6.3%, periodic "
-         "70.2%, uncertainty 73.5%, loss prediction 74.7% average accuracy.\n";
+  *md +=
+      "Paper (Fig. 6, vehicle -> person counting link on traffic video, 1% labels): offline 6.3%, "
+      "periodic "
+      "70.2%, uncertainty 73.5%, loss prediction 74.7% average accuracy.\n";
   return Status::Ok();
 }
 
@@ -301,9 +330,12 @@ Status ScheduleSection(const ReportOptions& o, Report* report, std::string* md) 
     MLINK_ASSIGN_OR_RETURN(auto r, RunScheduleEval(so));
     results.push_back(std::move(r));
   }
-  *md += "Costs are the models' mean latencies on this machine; accuracy is each model's output accuracy against "
-         "running it (count accuracy |error| < 0.5, 1 - MAE/MAD for the motion share), averaged over all models "
-         "(1.0 = every model run).\n\n";
+  *md +=
+      "Costs are the models' mean latencies on this machine; accuracy is each model's output "
+      "accuracy against "
+      "running it (count accuracy |error| < 0.5, 1 - MAE/MAD for the motion share), averaged over "
+      "all models "
+      "(1.0 = every model run).\n\n";
   *md += ScheduleMarkdown(results);
   for (const auto& r : results) {
     std::string name = Basename(r.trace);
@@ -314,7 +346,8 @@ Status ScheduleSection(const ReportOptions& o, Report* report, std::string* md) 
     plot.ylabel = "mean output accuracy";
     plot.ymin = 0;
     plot.ymax = 1.05;
-    const char* titles[] = {"Standalone", "MLink, paper's rule", "MLink, marginal gain (default)", "hindsight best set"};
+    const char* titles[] = {"Standalone", "MLink, paper's rule", "MLink, marginal gain (default)",
+                            "hindsight best set"};
     for (std::size_t i = 0; i < 4; ++i) {
       PlotSeries s;
       s.title = titles[i];
@@ -324,28 +357,35 @@ Status ScheduleSection(const ReportOptions& o, Report* report, std::string* md) 
       }
       plot.series.push_back(s);
     }
-    MLINK_ASSIGN_OR_RETURN(auto img, report->Plot("table5-" + name + ".png", "Table 5 " + name,
-                                                  [&](const std::string& p) { return PlotLines(plot, p); }));
+    MLINK_ASSIGN_OR_RETURN(auto img,
+                           report->Plot("table5-" + name + ".png", "Table 5 " + name,
+                                        [&](const std::string& p) { return PlotLines(plot, p); }));
     *md += img;
   }
-  *md += "Paper (Table 5, three models per system under 5/9 GB GPU memory): Standalone 33.3/66.7%, MLink "
-         "94.1/97.9% (building) and 94/97.4% (city).\n";
+  *md +=
+      "Paper (Table 5, three models per system under 5/9 GB GPU memory): Standalone 33.3/66.7%, "
+      "MLink "
+      "94.1/97.9% (building) and 94/97.4% (city).\n";
   return Status::Ok();
 }
 
 // ---- Fig. 10 ------------------------------------------------------------------------------------
 
 Status SimSection(const ReportOptions& o, Report* report, std::string* md) {
-  const char* titles[] = {"optimum", "MLink, marginal gain (default)", "MLink, paper's rule", "Standalone"};
+  const char* titles[] = {"optimum", "MLink, marginal gain (default)", "MLink, paper's rule",
+                          "Standalone"};
   Histogram hist;
   hist.title = "Objective / optimum per trial (Fig. 10 simulation)";
   hist.xlabel = "ratio to the optimum";
   hist.lo = 0.0;
   hist.hi = 1.0;
   hist.bins = 50;
-  *md += "Random problems of " + std::to_string(o.sim_models) + " models (link performances and costs drawn from the "
-         "distribution, costs clipped to [0.05, 1]), ensemble gain 0.02, " + std::to_string(o.sim_instances) +
-         " problems per distribution, each at every budget; the optimum by branch and bound. Mean output accuracy "
+  *md += "Random problems of " + std::to_string(o.sim_models) +
+         " models (link performances and costs drawn from the "
+         "distribution, costs clipped to [0.05, 1]), ensemble gain 0.02, " +
+         std::to_string(o.sim_instances) +
+         " problems per distribution, each at every budget; the optimum by branch and bound. Mean "
+         "output accuracy "
          "F (and mean ratio to the optimum):\n\n";
   for (auto dist : {edge::SimDistribution::kNormal, edge::SimDistribution::kBeta}) {
     edge::SchedulingSimOptions so;
@@ -355,21 +395,27 @@ Status SimSection(const ReportOptions& o, Report* report, std::string* md) {
     so.seed = dist == edge::SimDistribution::kBeta ? 2 : 1;
     MLINK_ASSIGN_OR_RETURN(auto r, edge::RunSchedulingSimulation(so));
     const std::string name = edge::SimDistributionName(dist);
-    *md += "### " + std::string(dist == edge::SimDistribution::kBeta ? "Beta(0.5, 0.5)" : "Normal(0.5, 0.2)") + "\n\n";
+    *md +=
+        "### " +
+        std::string(dist == edge::SimDistribution::kBeta ? "Beta(0.5, 0.5)" : "Normal(0.5, 0.2)") +
+        "\n\n";
     *md += "| budget (share of total cost) | trials |";
     for (const char* t : titles) *md += std::string(" ") + t + " |";
     *md += "\n|---|---|---|---|---|---|\n";
     for (std::size_t b = 0; b < so.budget_fractions.size(); ++b) {
-      *md += "| " + Fmt("%.0f%%", 100 * so.budget_fractions[b]) + " | " + std::to_string(r.trials[b]) + " |";
+      *md += "| " + Fmt("%.0f%%", 100 * so.budget_fractions[b]) + " | " +
+             std::to_string(r.trials[b]) + " |";
       for (const auto& rule : r.rules) {
-        *md += " " + Fmt("%.3f", rule.mean_objective[b]) + " (" + Fmt("%.3f", rule.mean_ratio[b]) + ") |";
+        *md += " " + Fmt("%.3f", rule.mean_objective[b]) + " (" + Fmt("%.3f", rule.mean_ratio[b]) +
+               ") |";
       }
       *md += "\n";
     }
     *md += "| all | " + std::to_string(r.total_trials) + " |";
     for (const auto& rule : r.rules) {
-      *md += " mean ratio " + Fmt("%.4f", rule.overall_mean_ratio) + ", worst " + Fmt("%.3f", rule.worst_ratio) +
-             ", optimal in " + Fmt("%.1f", 100 * rule.optimal_share) + "% |";
+      *md += " mean ratio " + Fmt("%.4f", rule.overall_mean_ratio) + ", worst " +
+             Fmt("%.3f", rule.worst_ratio) + ", optimal in " +
+             Fmt("%.1f", 100 * rule.optimal_share) + "% |";
     }
     *md += "\n\n";
     LinePlot plot;
@@ -393,14 +439,18 @@ Status SimSection(const ReportOptions& o, Report* report, std::string* md) {
         hist.series.push_back(h);
       }
     }
-    MLINK_ASSIGN_OR_RETURN(auto img, report->Plot("sched-sim-" + name + ".png", "Fig. 10 " + name,
-                                                  [&](const std::string& p) { return PlotLines(plot, p); }));
+    MLINK_ASSIGN_OR_RETURN(auto img,
+                           report->Plot("sched-sim-" + name + ".png", "Fig. 10 " + name,
+                                        [&](const std::string& p) { return PlotLines(plot, p); }));
     *md += img;
   }
-  MLINK_ASSIGN_OR_RETURN(auto img, report->Plot("sched-sim-ratio.png", "Fig. 10 ratio to the optimum",
-                                                [&](const std::string& p) { return PlotHistogram(hist, p); }));
+  MLINK_ASSIGN_OR_RETURN(
+      auto img, report->Plot("sched-sim-ratio.png", "Fig. 10 ratio to the optimum",
+                             [&](const std::string& p) { return PlotHistogram(hist, p); }));
   *md += img;
-  *md += "Paper (Fig. 10): MLink's schedule is near-optimal and far above Standalone on both distributions.\n";
+  *md +=
+      "Paper (Fig. 10): MLink's schedule is near-optimal and far above Standalone on both "
+      "distributions.\n";
   return Status::Ok();
 }
 
@@ -413,7 +463,8 @@ Status EnsureTrace(const std::string& config, const std::string& path, int frame
     return Status::Ok();
   }
   MLINK_ASSIGN_OR_RETURN(auto options, edge::LoadEdgeOptions(config));
-  if (options.has_source && options.source.uri.find("://") == std::string::npos && !fs::exists(options.source.uri)) {
+  if (options.has_source && options.source.uri.find("://") == std::string::npos &&
+      !fs::exists(options.source.uri)) {
     return Status::NotFound("video " + options.source.uri + " (from " + config +
                             ") is missing; scripts/setup fetches it from opencv-doc");
   }
@@ -421,7 +472,9 @@ Status EnsureTrace(const std::string& config, const std::string& path, int frame
   fs::create_directories(fs::path(path).parent_path(), ec);
   const std::string part = path + ".part-" + std::to_string(::getpid());
   fs::remove(part, ec);
-  MLOG_INFO("eval", "recording a trace (every model on every frame)").Kv("config", config).Kv("trace", path)
+  MLOG_INFO("eval", "recording a trace (every model on every frame)")
+      .Kv("config", config)
+      .Kv("trace", path)
       .Kv("frames", frames > 0 ? std::to_string(frames) : std::string("all"));
   const auto start = Clock::now();
   auto st = edge::Record(options, part, frames);
@@ -431,7 +484,9 @@ Status EnsureTrace(const std::string& config, const std::string& path, int frame
   }
   fs::rename(part, path, ec);
   if (ec) return Status::Internal("cannot move the trace to " + path + ": " + ec.message());
-  MLOG_INFO("eval", "trace recorded").Kv("trace", path).Kv("frames", st->frames)
+  MLOG_INFO("eval", "trace recorded")
+      .Kv("trace", path)
+      .Kv("frames", st->frames)
       .Kv("seconds", std::chrono::duration<double>(Clock::now() - start).count());
   return Status::Ok();
 }
@@ -442,7 +497,8 @@ ReportRun RunReport(const ReportOptions& o) {
   const char* known[] = {"links", "adapt", "federate", "online", "table5", "sched-sim"};
   for (const auto& name : o.only) {
     if (std::find(std::begin(known), std::end(known), name) == std::end(known)) {
-      run.status = Status::InvalidArgument("unknown experiment '" + name + "'; expected one of links, adapt, federate, "
+      run.status = Status::InvalidArgument("unknown experiment '" + name +
+                                           "'; expected one of links, adapt, federate, "
                                            "online, table5, sched-sim");
       return run;
     }
@@ -460,9 +516,11 @@ ReportRun RunReport(const ReportOptions& o) {
     run.summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     std::ostringstream head;
     head << "# mlink evaluation report\n\n"
-         << "Every experiment of the MLink paper this project reproduces, regenerated by `mlink-eval report` "
-         << "(entry point `scripts/eval`). Sections: " << Join(report.summary().sections, ", ") << ". "
-         << (done ? "Total run time " : "Still running; so far ") << Fmt("%.0f", run.summary.seconds) << " s.\n\n";
+         << "Every experiment of the MLink paper this project reproduces, regenerated by "
+            "`mlink-eval report` "
+         << "(entry point `scripts/eval`). Sections: " << Join(report.summary().sections, ", ")
+         << ". " << (done ? "Total run time " : "Still running; so far ")
+         << Fmt("%.0f", run.summary.seconds) << " s.\n\n";
     const std::string tmp = run.summary.report_path + ".tmp";
     {
       std::ofstream f(tmp);
@@ -471,7 +529,9 @@ ReportRun RunReport(const ReportOptions& o) {
     }
     std::error_code rename_ec;
     fs::rename(tmp, run.summary.report_path, rename_ec);
-    if (rename_ec) return Status::Internal("cannot write " + run.summary.report_path + ": " + rename_ec.message());
+    if (rename_ec)
+      return Status::Internal("cannot write " + run.summary.report_path + ": " +
+                              rename_ec.message());
     return Status::Ok();
   };
   struct Experiment {
@@ -482,9 +542,11 @@ ReportRun RunReport(const ReportOptions& o) {
   const Experiment experiments[] = {
       {"links", "Pairwise link performance on Fashion-MNIST (Table 3 form)", LinksSection},
       {"adapt", "Oracle links under domain shift (Table 4 form)", AdaptSection},
-      {"federate", "Cross-domain aggregation and local-global fusion (Fig. 8 form)", FederateSection},
+      {"federate", "Cross-domain aggregation and local-global fusion (Fig. 8 form)",
+       FederateSection},
       {"online", "Online training policies on recorded video (Fig. 6 form)", OnlineSection},
-      {"table5", "Scheduling vs Standalone at several budgets on recorded video (Table 5 form)", ScheduleSection},
+      {"table5", "Scheduling vs Standalone at several budgets on recorded video (Table 5 form)",
+       ScheduleSection},
       {"sched-sim", "Scheduling simulation on random problems (Fig. 10 form)", SimSection},
   };
   for (const auto& e : experiments) {
@@ -503,7 +565,9 @@ ReportRun RunReport(const ReportOptions& o) {
     return run;
   }
   run.status = report.status();
-  MLOG_INFO("eval", "report written").Kv("report", run.summary.report_path).Kv("plots", run.summary.pngs.size())
+  MLOG_INFO("eval", "report written")
+      .Kv("report", run.summary.report_path)
+      .Kv("plots", run.summary.pngs.size())
       .Kv("seconds", run.summary.seconds);
   return run;
 }

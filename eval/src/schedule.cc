@@ -39,12 +39,14 @@ Result<ScheduleEvalResult> RunScheduleEval(const ScheduleEvalOptions& o) {
   const auto& infos = trace->models();
   const std::size_t k = infos.size(), n = table.frames.size();
   if (k < 2 || k > 20) {
-    return Status::InvalidArgument("trace " + o.trace + " has " + std::to_string(k) + " models; need 2 to 20");
+    return Status::InvalidArgument("trace " + o.trace + " has " + std::to_string(k) +
+                                   " models; need 2 to 20");
   }
   const std::size_t n_train = static_cast<std::size_t>(o.train_share * static_cast<double>(n));
   if (n_train < 10 || n - n_train < 10) {
     return Status::InvalidArgument("trace " + o.trace + " has " + std::to_string(n) +
-                                   " usable frames: too few to train on " + std::to_string(n_train) + " and evaluate on the rest");
+                                   " usable frames: too few to train on " +
+                                   std::to_string(n_train) + " and evaluate on the rest");
   }
   ScheduleEvalResult res;
   res.trace = o.trace;
@@ -63,7 +65,10 @@ Result<ScheduleEvalResult> RunScheduleEval(const ScheduleEvalOptions& o) {
   link::TrainOptions t;
   t.epochs = o.epochs;
   t.seed = o.seed;
-  MLOG_INFO("eval", "schedule: training links").Kv("trace", o.trace).Kv("train_frames", n_train).Kv("models", k);
+  MLOG_INFO("eval", "schedule: training links")
+      .Kv("trace", o.trace)
+      .Kv("train_frames", n_train)
+      .Kv("models", k);
   MLINK_ASSIGN_OR_RETURN(auto serving, edge::LinkServing::Train(infos, train, t));
   MLINK_ASSIGN_OR_RETURN(auto perf, serving->LinkPerformance(train));
 
@@ -100,7 +105,8 @@ Result<ScheduleEvalResult> RunScheduleEval(const ScheduleEvalOptions& o) {
     so.budget = row.budget_ms;
     so.ensemble_gain = o.ensemble_gain;
     if (auto st = edge::ValidateProblem(profiled, so); !st.ok()) {
-      return st.WithContext("budget " + std::to_string(fraction) + " of the all-models cost on trace " + o.trace);
+      return st.WithContext("budget " + std::to_string(fraction) +
+                            " of the all-models cost on trace " + o.trace);
     }
     struct Rule {
       const char* name;
@@ -120,15 +126,20 @@ Result<ScheduleEvalResult> RunScheduleEval(const ScheduleEvalOptions& o) {
       }
       const bool predicts = out.rule != "standalone";
       for (std::size_t j = 0; j < k; ++j) {
-        out.per_model.push_back(out.active[j] ? 1.0 : predicts ? measured(out.active, static_cast<int>(j)) : 0.0);
+        out.per_model.push_back(out.active[j] ? 1.0
+                                : predicts    ? measured(out.active, static_cast<int>(j))
+                                              : 0.0);
         out.accuracy += out.per_model.back();
       }
       out.accuracy /= static_cast<double>(k);
       row.rules.push_back(std::move(out));
     }
     MLINK_RETURN_IF_ERROR(eval_error);
-    MLOG_INFO("eval", "schedule: budget done").Kv("fraction", fraction).Kv("standalone", row.rules[0].accuracy)
-        .Kv("paper_rule", row.rules[1].accuracy).Kv("marginal_gain", row.rules[2].accuracy)
+    MLOG_INFO("eval", "schedule: budget done")
+        .Kv("fraction", fraction)
+        .Kv("standalone", row.rules[0].accuracy)
+        .Kv("paper_rule", row.rules[1].accuracy)
+        .Kv("marginal_gain", row.rules[2].accuracy)
         .Kv("hindsight", row.rules[3].accuracy);
     res.rows.push_back(std::move(row));
   }
@@ -143,13 +154,17 @@ std::string ScheduleMarkdown(const std::vector<ScheduleEvalResult>& results) {
     s << "#### " << r.trace.substr(r.trace.find_last_of('/') + 1) << "\n\n";
     s << "Models (mean latency, ms/frame):";
     for (std::size_t i = 0; i < r.models.size(); ++i) {
-      std::snprintf(buf, sizeof(buf), "%s %s %.1f", i ? "," : "", r.models[i].c_str(), r.costs_ms[i]);
+      std::snprintf(buf, sizeof(buf), "%s %s %.1f", i ? "," : "", r.models[i].c_str(),
+                    r.costs_ms[i]);
       s << buf;
     }
-    std::snprintf(buf, sizeof(buf), "; all models %.1f ms/frame. Links trained on the first %zu frames, scored on the other %zu.\n\n",
+    std::snprintf(buf, sizeof(buf),
+                  "; all models %.1f ms/frame. Links trained on the first %zu frames, scored on "
+                  "the other %zu.\n\n",
                   r.total_ms, r.train_frames, r.eval_frames);
     s << buf;
-    s << "| budget (share of all-models cost) | Standalone acc. | Standalone ms | MLink, paper's rule acc. | ms | "
+    s << "| budget (share of all-models cost) | Standalone acc. | Standalone ms | MLink, paper's "
+         "rule acc. | ms | "
          "MLink, marginal gain acc. | ms | hindsight best acc. | ms | marginal gain runs |\n"
       << "|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& row : r.rows) {

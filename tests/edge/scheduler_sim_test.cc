@@ -75,13 +75,15 @@ TEST(SchedulingSimTest, AggregatesMatchTheRulesOnTheSameDraws) {
 TEST(SchedulingSimTest, RejectsBadOptions) {
   SchedulingSimOptions o;
   o.models = 21;
-  EXPECT_NE(RunSchedulingSimulation(o).status().message().find("models=21 outside [1, 20]"), std::string::npos);
+  EXPECT_NE(RunSchedulingSimulation(o).status().message().find("models=21 outside [1, 20]"),
+            std::string::npos);
   o.models = 5;
   o.instances = 0;
   EXPECT_FALSE(RunSchedulingSimulation(o).ok());
   o.instances = 1;
   o.budget_fractions = {0.5, 1.5};
-  EXPECT_NE(RunSchedulingSimulation(o).status().message().find("outside (0, 1]"), std::string::npos);
+  EXPECT_NE(RunSchedulingSimulation(o).status().message().find("outside (0, 1]"),
+            std::string::npos);
 }
 
 }  // namespace

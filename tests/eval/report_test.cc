@@ -8,12 +8,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <iterator>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <regex>
@@ -35,8 +35,8 @@ std::string ReadFile(const std::string& path) {
 }
 
 uint32_t BigEndian32(const std::string& b, std::size_t at) {
-  return (uint32_t(uint8_t(b[at])) << 24) | (uint32_t(uint8_t(b[at + 1])) << 16) | (uint32_t(uint8_t(b[at + 2])) << 8) |
-         uint32_t(uint8_t(b[at + 3]));
+  return (uint32_t(uint8_t(b[at])) << 24) | (uint32_t(uint8_t(b[at + 1])) << 16) |
+         (uint32_t(uint8_t(b[at + 2])) << 8) | uint32_t(uint8_t(b[at + 3]));
 }
 
 // The text of section `title` (from its "## " heading to the next one).
@@ -61,18 +61,20 @@ int NumericRows(const std::string& section) {
 class EvalReport : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string((fs::temp_directory_path() / ("mlink-report-" + std::to_string(::getpid()))).string());
+    dir_ = new std::string(
+        (fs::temp_directory_path() / ("mlink-report-" + std::to_string(::getpid()))).string());
     fs::create_directories(*dir_);
-    const std::string cmd = std::string(MLINK_EVAL_BIN) + " --out " + *dir_ +
-                            " --link-rows 200 --test-rows 200 --epochs 3 report --zoo-rows 1000"
-                            " --adapt-seeds 1 --adapt-shares 0.05 --adapt-shifts rotate:30,washout:0.4:20"
-                            " --domain-rows 1000 --adapt-epochs 5"
-                            " --rounds 2 --federate-targets washout:0.45:20 --site-images 400 --target-images 400"
-                            " --target-labels 100"
-                            " --vtest-frames 60 --megamind-frames 30 --online-init-frames 20 --online-segment-frames 20"
-                            " --online-epochs 3 --budgets 0.3,0.6 --train-share 0.4 --schedule-epochs 20"
-                            " --sim-instances 20 > " +
-                            *dir_ + "/stdout.txt 2> " + *dir_ + "/log.txt";
+    const std::string cmd =
+        std::string(MLINK_EVAL_BIN) + " --out " + *dir_ +
+        " --link-rows 200 --test-rows 200 --epochs 3 report --zoo-rows 1000"
+        " --adapt-seeds 1 --adapt-shares 0.05 --adapt-shifts rotate:30,washout:0.4:20"
+        " --domain-rows 1000 --adapt-epochs 5"
+        " --rounds 2 --federate-targets washout:0.45:20 --site-images 400 --target-images 400"
+        " --target-labels 100"
+        " --vtest-frames 60 --megamind-frames 30 --online-init-frames 20 --online-segment-frames 20"
+        " --online-epochs 3 --budgets 0.3,0.6 --train-share 0.4 --schedule-epochs 20"
+        " --sim-instances 20 > " +
+        *dir_ + "/stdout.txt 2> " + *dir_ + "/log.txt";
     rc_ = std::system(cmd.c_str());
   }
   static void TearDownTestSuite() {
@@ -95,12 +97,13 @@ TEST_F(EvalReport, WritesEverySectionWithNumericTables) {
   const std::string md = ReadFile(*dir_ + "/report.md");
   ASSERT_FALSE(md.empty());
   EXPECT_EQ(md.find("Failed"), std::string::npos) << md;
-  const char* sections[] = {"Pairwise link performance on Fashion-MNIST (Table 3 form)",
-                            "Oracle links under domain shift (Table 4 form)",
-                            "Cross-domain aggregation and local-global fusion (Fig. 8 form)",
-                            "Online training policies on recorded video (Fig. 6 form)",
-                            "Scheduling vs Standalone at several budgets on recorded video (Table 5 form)",
-                            "Scheduling simulation on random problems (Fig. 10 form)"};
+  const char* sections[] = {
+      "Pairwise link performance on Fashion-MNIST (Table 3 form)",
+      "Oracle links under domain shift (Table 4 form)",
+      "Cross-domain aggregation and local-global fusion (Fig. 8 form)",
+      "Online training policies on recorded video (Fig. 6 form)",
+      "Scheduling vs Standalone at several budgets on recorded video (Table 5 form)",
+      "Scheduling simulation on random problems (Fig. 10 form)"};
   // Table 3: 7 target rows; Table 4: Source, Shift, one share; Fig. 8: 7 rows + by-round row;
   // Fig. 6: 4 segments + mean + share; Table 5: 2 budgets x 2 videos; Fig. 10: 6 budgets x 2.
   const int min_rows[] = {7, 3, 8, 6, 4, 12};
@@ -114,9 +117,13 @@ TEST_F(EvalReport, WritesEverySectionWithNumericTables) {
   const std::string sim = SectionText(md, sections[5]);
   EXPECT_GE(std::count(sim.begin(), sim.end(), '\n'), 14);
   std::regex optimum_cell(R"(\| [0-9]+% \| [0-9]+ \| [0-9.]+ \(1\.000\) \|)");
-  EXPECT_EQ(std::distance(std::sregex_iterator(sim.begin(), sim.end(), optimum_cell), std::sregex_iterator()), 12) << sim;
+  EXPECT_EQ(std::distance(std::sregex_iterator(sim.begin(), sim.end(), optimum_cell),
+                          std::sregex_iterator()),
+            12)
+      << sim;
   // The stdout line names the report and its 9 plots.
-  EXPECT_NE(ReadFile(*dir_ + "/stdout.txt").find("report: " + *dir_ + "/report.md (9 plots"), std::string::npos);
+  EXPECT_NE(ReadFile(*dir_ + "/stdout.txt").find("report: " + *dir_ + "/report.md (9 plots"),
+            std::string::npos);
 }
 
 TEST_F(EvalReport, EveryReferencedImageIsARealPng) {
@@ -124,12 +131,14 @@ TEST_F(EvalReport, EveryReferencedImageIsARealPng) {
   const std::string md = ReadFile(*dir_ + "/report.md");
   std::regex image(R"(!\[[^\]]*\]\(([^)]+)\))");
   std::set<std::string> seen;
-  for (auto it = std::sregex_iterator(md.begin(), md.end(), image); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(md.begin(), md.end(), image); it != std::sregex_iterator();
+       ++it) {
     seen.insert((*it)[1].str());
   }
-  const std::set<std::string> expected = {"links.png", "adapt.png", "federate.png", "online.png",
-                                          "table5-vtest.png", "table5-megamind.png", "sched-sim-normal.png",
-                                          "sched-sim-beta.png", "sched-sim-ratio.png"};
+  const std::set<std::string> expected = {
+      "links.png",          "adapt.png",           "federate.png",         "online.png",
+      "table5-vtest.png",   "table5-megamind.png", "sched-sim-normal.png", "sched-sim-beta.png",
+      "sched-sim-ratio.png"};
   EXPECT_EQ(seen, expected);
   for (const auto& name : seen) {
     SCOPED_TRACE(name);
@@ -191,7 +200,8 @@ TEST_F(EvalReport, ScheduleRulesKeepToTheBudgetAndHindsightBoundsThem) {
   }
   // With the whole budget Standalone and the paper's rule run every model, and the best set is all
   // of them. (The marginal-gain rule may stop early once the predicted outputs look perfect.)
-  for (int i : {0, 1, 3}) EXPECT_DOUBLE_EQ(r->rows[2].rules[i].accuracy, 1.0) << r->rows[2].rules[i].rule;
+  for (int i : {0, 1, 3})
+    EXPECT_DOUBLE_EQ(r->rows[2].rules[i].accuracy, 1.0) << r->rows[2].rules[i].rule;
 }
 
 }  // namespace

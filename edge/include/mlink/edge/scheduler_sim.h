@@ -44,13 +44,13 @@ struct SchedulingSimOptions {
 // One rule's results: mean objective F (mean output accuracy) per budget, and its ratio to the
 // optimum of the same (instance, budget) pair.
 struct SimRuleStats {
-  std::string name;                  // optimum, marginal_gain, activation_probability, standalone
+  std::string name;                    // optimum, marginal_gain, activation_probability, standalone
   std::vector<double> mean_objective;  // per budget fraction
   std::vector<double> mean_ratio;      // per budget fraction (1 for the optimum)
   double overall_mean_ratio = 0;       // over every trial
   double worst_ratio = 1;
-  double optimal_share = 0;            // trials where the rule found the optimum (1e-9)
-  std::vector<double> ratios;          // every trial's ratio, in trial order
+  double optimal_share = 0;    // trials where the rule found the optimum (1e-9)
+  std::vector<double> ratios;  // every trial's ratio, in trial order
 };
 
 struct SchedulingSimResult {

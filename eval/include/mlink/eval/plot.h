@@ -22,9 +22,9 @@ struct PlotSeries {
 struct LinePlot {
   std::string title, xlabel, ylabel;
   std::vector<PlotSeries> series;
-  double ymin = 0, ymax = 0;  // ymin == ymax: automatic range
-  bool points = true;         // mark the data points
-  std::vector<double> vlines; // dashed vertical markers (e.g. a scene change)
+  double ymin = 0, ymax = 0;   // ymin == ymax: automatic range
+  bool points = true;          // mark the data points
+  std::vector<double> vlines;  // dashed vertical markers (e.g. a scene change)
 };
 
 // Grouped bars: one group per category, one bar per series (series[i].y[c] is category c).

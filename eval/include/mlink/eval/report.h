@@ -76,9 +76,9 @@ struct ReportOptions {
 };
 
 struct ReportSummary {
-  std::string report_path;           // out_dir/report.md
-  std::vector<std::string> pngs;     // file names written, relative to out_dir
-  std::vector<std::string> sections; // experiments that ran and succeeded
+  std::string report_path;            // out_dir/report.md
+  std::vector<std::string> pngs;      // file names written, relative to out_dir
+  std::vector<std::string> sections;  // experiments that ran and succeeded
   double seconds = 0;
 };
 

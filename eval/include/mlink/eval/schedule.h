@@ -33,15 +33,15 @@ struct ScheduleEvalOptions {
 };
 
 struct ScheduleRuleResult {
-  std::string rule;          // standalone, activation_probability, marginal_gain, hindsight
-  std::vector<bool> active;  // per model
-  double cost_ms = 0;        // sum of the active models' mean latencies
-  double accuracy = 0;       // mean output accuracy over all models on the evaluation frames
+  std::string rule;               // standalone, activation_probability, marginal_gain, hindsight
+  std::vector<bool> active;       // per model
+  double cost_ms = 0;             // sum of the active models' mean latencies
+  double accuracy = 0;            // mean output accuracy over all models on the evaluation frames
   std::vector<double> per_model;  // each model's output accuracy
 };
 
 struct ScheduleBudgetRow {
-  double fraction = 0;   // of the all-models cost
+  double fraction = 0;  // of the all-models cost
   double budget_ms = 0;
   std::vector<ScheduleRuleResult> rules;  // in the order listed at the top
 };

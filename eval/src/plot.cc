@@ -106,7 +106,7 @@ std::string GnuplotText(const std::string& s) {
 Status PlotLines(const LinePlot& plot, const std::string& png_path) {
   if (plot.series.empty()) return Status::InvalidArgument("line plot " + png_path + ": no series");
   std::ostringstream s;
-  s << Header(png_path, plot.title, 800, 560) << "set xlabel " << Quote(plot.xlabel)
+  s << Header(png_path, plot.title, 680, 480) << "set xlabel " << Quote(plot.xlabel)
     << "\nset ylabel " << Quote(plot.ylabel) << "\nset key below\n"
     << YRange(plot.ymin, plot.ymax);
   int arrow = 1;
@@ -143,7 +143,7 @@ Status PlotBars(const BarPlot& plot, const std::string& png_path) {
     }
   }
   std::ostringstream s;
-  s << Header(png_path, plot.title, 800, 560) << "set ylabel " << Quote(plot.ylabel) << "\n"
+  s << Header(png_path, plot.title, 680, 480) << "set ylabel " << Quote(plot.ylabel) << "\n"
     << YRange(plot.ymin, plot.ymax)
     << "set style data histogram\nset style histogram cluster gap 1\n"
     << "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset key below\nset xtics nomirror\n"
@@ -167,7 +167,7 @@ Status PlotHeatmap(const Heatmap& plot, const std::string& png_path) {
   if (nr == 0 || nc == 0 || plot.values.size() != nr)
     return Status::InvalidArgument("heatmap " + png_path + ": bad shape");
   std::ostringstream s;
-  s << Header(png_path, plot.title, 820, 640) << "set xlabel " << Quote(plot.xlabel)
+  s << Header(png_path, plot.title, 700, 560) << "set xlabel " << Quote(plot.xlabel)
     << "\nset ylabel " << Quote(plot.ylabel) << "\nunset grid\nunset key\n"
     << "set cbrange [" << Num(plot.vmin) << ":" << Num(plot.vmax) << "]\n"
     << "set palette defined (0 \"#f7fbff\", 0.5 \"#6baed6\", 1 \"#08306b\")\n"
@@ -200,7 +200,7 @@ Status PlotHistogram(const Histogram& plot, const std::string& png_path) {
     return Status::InvalidArgument("histogram " + png_path + ": no series or a bad range");
   }
   std::ostringstream s;
-  s << Header(png_path, plot.title, 800, 560) << "set xlabel " << Quote(plot.xlabel)
+  s << Header(png_path, plot.title, 680, 480) << "set xlabel " << Quote(plot.xlabel)
     << "\nset ylabel \"share of trials\"\nset key below\nset xrange [" << Num(plot.lo) << ":"
     << Num(plot.hi) << "]\n";
   const double w = (plot.hi - plot.lo) / plot.bins;

@@ -1,6 +1,6 @@
 // The paper's Fig. 10 simulation and a selection-time measurement for the edge scheduler.
 //
-//   scheduler_fig10: 10 models, link performances and costs drawn from Normal(0.5, 0.2) or
+//   scheduler_fig10 (edge/scheduler_sim.h, shared with `mlink-eval sched-sim`): 10 models, link performances and costs drawn from Normal(0.5, 0.2) or
 //     Beta(0.5, 0.5), clipped to [0, 1] (costs to [0.05, 1]), ensemble gain 0.02, budgets 10%,
 //     20%, ..., 60% of the total cost. Every rule's objective is divided by the branch-and-bound
 //     optimum of the same (instance, budget); "trials" counts those pairs.
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mlink/edge/scheduler.h"
+#include "mlink/edge/scheduler_sim.h"
 
 namespace {
 
@@ -31,32 +32,6 @@ constexpr int kModels = 10;
 constexpr int kTimingModels = 1000;
 constexpr int kTimingRepeats = 51;
 
-SchedulingProblem RandomProblem(int k, bool beta, std::mt19937* rng) {
-  std::normal_distribution<double> normal(0.5, 0.2);
-  // Beta(a, b) = X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b).
-  std::gamma_distribution<double> gamma(0.5, 1.0);
-  auto draw = [&] {
-    if (!beta) return normal(*rng);
-    double x = gamma(*rng), y = gamma(*rng);
-    return x + y > 0 ? x / (x + y) : 0.5;
-  };
-  SchedulingProblem p;
-  p.link_performance.assign(k, std::vector<double>(k, 0.0));
-  for (int i = 0; i < k; ++i) {
-    p.costs.push_back(std::clamp(draw(), 0.05, 1.0));
-    for (int j = 0; j < k; ++j) {
-      if (i != j) p.link_performance[i][j] = std::clamp(draw(), 0.0, 1.0);
-    }
-  }
-  return p;
-}
-
-double TotalCost(const SchedulingProblem& p) {
-  double s = 0;
-  for (double c : p.costs) s += c;
-  return s;
-}
-
 double Must(const Result<Selection>& r) {
   if (!r.ok()) {
     std::fprintf(stderr, "scheduler failed: %s\n", r.status().ToString().c_str());
@@ -65,41 +40,21 @@ double Must(const Result<Selection>& r) {
   return r->objective;
 }
 
-struct Ratio {
-  double sum = 0, worst = 1;
-  void Add(double r) {
-    sum += r;
-    worst = std::min(worst, r);
-  }
-};
-
 void Fig10(bool beta, int instances, uint32_t seed) {
-  std::mt19937 rng(seed + (beta ? 1 : 0));
-  Ratio paper, ours, standalone;
-  int trials = 0, skipped = 0, ours_optimal = 0, paper_optimal = 0;
-  auto start = std::chrono::steady_clock::now();
-  for (int n = 0; n < instances; ++n) {
-    SchedulingProblem p = RandomProblem(kModels, beta, &rng);
-    const double total = TotalCost(p);
-    for (int step = 1; step <= 6; ++step) {
-      SchedulerOptions o;
-      o.budget = total * 0.1 * step;
-      if (!mlink::edge::ValidateProblem(p, o).ok()) {
-        ++skipped;  // budget below the cheapest model
-        continue;
-      }
-      double opt = Must(mlink::edge::SelectExact(p, o));
-      double a = Must(mlink::edge::SelectActivationProbability(p, o)) / opt;
-      double b = Must(mlink::edge::SelectMarginalGain(p, o)) / opt;
-      paper.Add(a);
-      ours.Add(b);
-      standalone.Add(Must(mlink::edge::SelectStandalone(p, o)) / opt);
-      paper_optimal += a > 1 - 1e-9;
-      ours_optimal += b > 1 - 1e-9;
-      ++trials;
-    }
+  mlink::edge::SchedulingSimOptions o;
+  o.models = kModels;
+  o.dist = beta ? mlink::edge::SimDistribution::kBeta : mlink::edge::SimDistribution::kNormal;
+  o.instances = instances;
+  o.seed = seed + (beta ? 1 : 0);
+  auto r = mlink::edge::RunSchedulingSimulation(o);
+  if (!r.ok()) {
+    std::fprintf(stderr, "simulation failed: %s\n", r.status().ToString().c_str());
+    std::exit(1);
   }
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // rules: optimum, marginal_gain (ours), activation_probability (the paper's), standalone.
+  const auto& ours = r->rules[1];
+  const auto& paper = r->rules[2];
+  const auto& standalone = r->rules[3];
   std::printf(
       "{\"bench\":\"scheduler_fig10\",\"dist\":\"%s\",\"models\":%d,\"ensemble_gain\":0.02,"
       "\"budgets\":\"10%%..60%% of total cost, step 10%%\",\"instances\":%d,\"trials\":%d,"
@@ -107,10 +62,10 @@ void Fig10(bool beta, int instances, uint32_t seed) {
       "\"mlink_paper_optimal_frac\":%.4f,\"ours_mean_ratio\":%.5f,\"ours_worst\":%.5f,"
       "\"ours_optimal_frac\":%.4f,\"standalone_mean_ratio\":%.5f,\"standalone_worst\":%.5f,"
       "\"wall_s\":%.2f}\n",
-      beta ? "beta" : "normal", kModels, instances, trials, skipped, paper.sum / trials,
-      paper.worst, static_cast<double>(paper_optimal) / trials, ours.sum / trials, ours.worst,
-      static_cast<double>(ours_optimal) / trials, standalone.sum / trials, standalone.worst,
-      seconds);
+      beta ? "beta" : "normal", kModels, instances, r->total_trials, r->skipped,
+      paper.overall_mean_ratio, paper.worst_ratio, paper.optimal_share, ours.overall_mean_ratio,
+      ours.worst_ratio, ours.optimal_share, standalone.overall_mean_ratio, standalone.worst_ratio,
+      r->seconds);
 }
 
 struct Timing {
@@ -134,9 +89,10 @@ Timing TimeMs(F&& f) {
 
 void SelectionTime(uint32_t seed) {
   std::mt19937 rng(seed);
-  SchedulingProblem p = RandomProblem(kTimingModels, false, &rng);
+  SchedulingProblem p =
+      mlink::edge::RandomSchedulingProblem(kTimingModels, mlink::edge::SimDistribution::kNormal, &rng);
   SchedulerOptions o;
-  o.budget = TotalCost(p) * 0.3;
+  o.budget = mlink::edge::TotalCost(p) * 0.3;
   Selection paper, ours;
   auto run = [&](auto select, Selection* out) {
     Result<Selection> r = select(p, o);

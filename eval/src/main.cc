@@ -4,6 +4,9 @@
 //   mlink-eval adapt    oracle links under domain shift (Table 4 form) -> results/adapt.md
 //   mlink-eval online --trace T   online training policies on a recorded trace (Fig. 6 form)
 //   mlink-eval federate  cross-domain aggregation and fusion of oracle links (Fig. 8 form)
+//   mlink-eval table5 --trace T   scheduling vs Standalone at several budgets (Table 5 form)
+//   mlink-eval sched-sim   the scheduling simulation on random problems (Fig. 10 form)
+//   mlink-eval report      every experiment above -> results/report.md with PNG plots
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -18,19 +21,14 @@
 #include "mlink/eval/federate.h"
 #include "mlink/eval/online.h"
 #include "mlink/eval/fmnist.h"
-#include "mlink/link/batched.h"
+#include "mlink/eval/links_matrix.h"
+#include "mlink/eval/report.h"
+#include "mlink/eval/schedule.h"
+#include "mlink/edge/scheduler_sim.h"
 
 namespace {
 
 FILE* g_out = stdout;
-
-mlink::eval::FashionMnist Slice(const mlink::eval::FashionMnist& d, int start, int count) {
-  mlink::eval::FashionMnist s;
-  s.rows = count;
-  s.pixels.assign(d.pixels.begin() + std::size_t(start) * 784, d.pixels.begin() + std::size_t(start + count) * 784);
-  s.labels.assign(d.labels.begin() + start, d.labels.begin() + start + count);
-  return s;
-}
 
 struct LinksArgs {
   int link_rows = 3000;
@@ -55,78 +53,21 @@ void WriteReport(const std::string& out_dir, const std::string& name, const std:
 }
 
 int RunLinks(const std::string& data_dir, const std::string& out_dir, const LinksArgs& args) {
-  const int link_rows = args.link_rows, test_rows = args.test_rows, epochs = args.epochs;
-  const uint64_t seed = args.seed;
   auto t0 = std::chrono::steady_clock::now();
-  auto train = mlink::eval::LoadFashionMnist(data_dir, true);
-  auto test = mlink::eval::LoadFashionMnist(data_dir, false, test_rows);
-  if (!train.ok() || !test.ok()) {
-    std::cerr << "mlink-eval: " << (train.ok() ? test.status() : train.status()).message() << "\n";
-    return 2;
+  mlink::eval::LinksMatrixOptions o;
+  o.fmnist_dir = data_dir;
+  o.link_rows = args.link_rows;
+  o.test_rows = args.test_rows;
+  o.epochs = args.epochs;
+  o.seed = args.seed;
+  auto m = mlink::eval::RunLinksMatrix(o);
+  if (!m.ok()) {
+    std::cerr << "mlink-eval: " << m.status().message() << "\n";
+    return m.status().code() == mlink::StatusCode::kInvalidArgument ? 2 : 1;
   }
-  const int model_rows = 10000;
-  if (model_rows + link_rows > train->rows) {
-    std::cerr << "mlink-eval: --link-rows too large for the training split\n";
-    return 2;
-  }
-  MLOG_INFO("eval", "training the model zoo").Kv("images", model_rows);
-  auto zoo = mlink::eval::TrainZoo(Slice(*train, 0, model_rows), seed);
-  if (!zoo.ok()) {
-    std::cerr << "mlink-eval: " << zoo.status().message() << "\n";
-    return 1;
-  }
-  auto link_outputs = zoo->Run(Slice(*train, model_rows, link_rows));
-  auto test_outputs = zoo->Run(*test);
-
-  std::vector<mlink::link::ModelOutputSpec> specs;
-  for (const auto& m : zoo->models) specs.push_back(m.spec);
-  mlink::link::PairwiseOptions opts;
-  opts.train.epochs = epochs;
-  opts.train.seed = seed;
-  opts.progress = [](const std::string& arch, int links, int epoch, int epochs, double loss) {
-    if (epoch == 1 || epoch % 10 == 0 || epoch == epochs) {
-      MLOG_INFO("eval", "training links").Kv("arch", arch).Kv("links", links).Kv("epoch", epoch).Kv("of", epochs).Kv("loss", loss);
-    }
-  };
-  const std::size_t k = specs.size();
-  MLOG_INFO("eval", "training pairwise links").Kv("links", k * (k - 1)).Kv("rows", link_rows).Kv("epochs", epochs);
-  auto t1 = std::chrono::steady_clock::now();
-  auto links = mlink::link::TrainPairwise(specs, link_outputs, opts);
-  if (!links.ok()) {
-    std::cerr << "mlink-eval: " << links.status().message() << "\n";
-    return 1;
-  }
-  double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-
-  // Table 3 form: rows are targets, columns sources; each cell is the link's metric on test images.
-  std::vector<std::vector<std::string>> cell(k, std::vector<std::string>(k, "-"));
-  for (const auto& r : *links) {
-    auto ev = r.link->Evaluate(test_outputs[r.source], test_outputs[r.target]);
-    if (!ev.ok()) {
-      std::cerr << "mlink-eval: " << ev.status().message() << "\n";
-      return 1;
-    }
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "%.3f", ev->metric);
-    cell[r.target][r.source] = buf;
-  }
-  std::ostringstream md;
-  md << "## Pairwise link performance on Fashion-MNIST (Table 3 form)\n\n"
-     << "Rows: target model (metric); columns: source model. " << link_rows << " training rows, "
-     << test.value().rows << " test images, " << epochs << " epochs max, RMSprop lr 0.01, batch 32.\n\n| target \\ source |";
-  for (const auto& m : zoo->models) md << " " << m.name << " |";
-  md << "\n|---|";
-  for (std::size_t i = 0; i < k; ++i) md << "---|";
-  md << "\n";
-  const char* metric_names[] = {"accuracy", "accuracy", "mAP", "1-MAE/MAD: MAE", "IoU", "WER", "WER"};
-  for (std::size_t j = 0; j < k; ++j) {
-    md << "| " << zoo->models[j].name << " (" << metric_names[j] << ") |";
-    for (std::size_t i = 0; i < k; ++i) md << " " << cell[j][i] << " |";
-    md << "\n";
-  }
-  md << "\nAll " << k * (k - 1) << " links trained as stacked groups in " << train_s << " s.\n";
-  std::fprintf(g_out, "%s", md.str().c_str());
-  WriteReport(out_dir, "links.md", md.str());
+  const std::string md = "## Pairwise link performance on Fashion-MNIST (Table 3 form)\n\n" + mlink::eval::LinksMarkdown(*m);
+  std::fprintf(g_out, "%s", md.c_str());
+  WriteReport(out_dir, "links.md", md);
   MLOG_INFO("eval", "done")
       .Kv("report", out_dir + "/links.md")
       .Kv("seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -276,6 +217,80 @@ int RunAdapt(const std::string& data_dir, const std::string& out_dir, const Adap
   return 0;
 }
 
+struct Table5Args {
+  std::vector<std::string> traces;
+  std::vector<double> fractions = {0.2, 0.4, 0.6, 0.8};
+  double train_share = 0.1;
+  int epochs = 100;
+};
+
+int RunTable5(const std::string& out_dir, const Table5Args& args) {
+  std::vector<mlink::eval::ScheduleEvalResult> results;
+  for (const auto& trace : args.traces) {
+    mlink::eval::ScheduleEvalOptions o;
+    o.trace = trace;
+    o.budget_fractions = args.fractions;
+    o.train_share = args.train_share;
+    o.epochs = args.epochs;
+    auto r = mlink::eval::RunScheduleEval(o);
+    if (!r.ok()) {
+      std::cerr << "mlink-eval: " << r.status().ToString() << "\n";
+      return 1;
+    }
+    results.push_back(std::move(r).value());
+  }
+  const std::string md = "## Scheduling vs Standalone at several budgets (Table 5 form)\n\n" + mlink::eval::ScheduleMarkdown(results);
+  std::fprintf(g_out, "%s", md.c_str());
+  WriteReport(out_dir, "table5.md", md);
+  MLOG_INFO("eval", "done").Kv("report", out_dir + "/table5.md");
+  return 0;
+}
+
+struct SimArgs {
+  int instances = 1000;
+  int models = 10;
+  uint32_t seed = 1;
+};
+
+int RunSim(const std::string& out_dir, const SimArgs& args) {
+  std::ostringstream md;
+  md << "## Scheduling simulation (Fig. 10 form)\n\n" << args.models << " models, ensemble gain 0.02, " << args.instances
+     << " random problems per distribution, budgets 10%..60% of the total cost. Mean output accuracy F (mean ratio to "
+        "the optimum):\n\n| distribution | budget | trials | optimum | marginal gain | paper's rule | standalone |\n"
+        "|---|---|---|---|---|---|---|\n";
+  char buf[128];
+  for (auto dist : {mlink::edge::SimDistribution::kNormal, mlink::edge::SimDistribution::kBeta}) {
+    mlink::edge::SchedulingSimOptions o;
+    o.models = args.models;
+    o.dist = dist;
+    o.instances = args.instances;
+    o.seed = args.seed + (dist == mlink::edge::SimDistribution::kBeta ? 1 : 0);
+    auto r = mlink::edge::RunSchedulingSimulation(o);
+    if (!r.ok()) {
+      std::cerr << "mlink-eval: " << r.status().ToString() << "\n";
+      return 1;
+    }
+    for (std::size_t b = 0; b < o.budget_fractions.size(); ++b) {
+      md << "| " << mlink::edge::SimDistributionName(dist) << " | " << 100 * o.budget_fractions[b] << "% | " << r->trials[b] << " |";
+      for (const auto& rule : r->rules) {
+        std::snprintf(buf, sizeof(buf), " %.3f (%.3f) |", rule.mean_objective[b], rule.mean_ratio[b]);
+        md << buf;
+      }
+      md << "\n";
+    }
+    md << "| " << mlink::edge::SimDistributionName(dist) << " | all | " << r->total_trials << " |";
+    for (const auto& rule : r->rules) {
+      std::snprintf(buf, sizeof(buf), " ratio %.4f, worst %.3f |", rule.overall_mean_ratio, rule.worst_ratio);
+      md << buf;
+    }
+    md << "\n";
+  }
+  std::fprintf(g_out, "%s", md.str().c_str());
+  WriteReport(out_dir, "sched-sim.md", md.str());
+  MLOG_INFO("eval", "done").Kv("report", out_dir + "/sched-sim.md");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -334,10 +349,94 @@ int main(int argc, char** argv) {
   federate_cmd->add_option("--dp-seed", federate.privacy.seed, "noise seed (0 = random)");
   federate_cmd->add_option("--clip-norm", federate.clip_norm, "the aggregator clips every update to this L2 norm (no noise)")
       ->check(CLI::Range(0.0, 1e9));
+
+  Table5Args table5;
+  CLI::App* table5_cmd = app.add_subcommand("table5", "scheduling vs Standalone at several budgets on recorded traces (Table 5 form)");
+  table5_cmd->fallthrough();
+  table5_cmd->add_option("--trace", table5.traces, "trace recorded by `mlink-edge record`; repeat for one table each")
+      ->required()->check(CLI::ExistingFile);
+  table5_cmd->add_option("--budgets", table5.fractions, "budgets as shares of the all-models cost")
+      ->check(CLI::Range(0.001, 1.0))->delimiter(',');
+  table5_cmd->add_option("--train-share", table5.train_share, "first share of frames that trains and profiles the links")
+      ->check(CLI::Range(0.01, 0.9));
+  table5_cmd->add_option("--link-epochs", table5.epochs, "link training epochs")->check(CLI::Range(1, 1000));
+
+  SimArgs sim;
+  CLI::App* sim_cmd = app.add_subcommand("sched-sim", "the scheduling simulation on random problems (Fig. 10 form)");
+  sim_cmd->fallthrough();
+  sim_cmd->add_option("--instances", sim.instances, "random problems per distribution")->check(CLI::Range(1, 1000000));
+  sim_cmd->add_option("--models", sim.models, "models per problem (the exact solver allows 20)")->check(CLI::Range(1, 20));
+  sim_cmd->add_option("--sim-seed", sim.seed, "seed of the draws");
+
+  mlink::eval::ReportOptions report;
+  std::string only;
+  CLI::App* report_cmd = app.add_subcommand("report", "every experiment -> OUT/report.md with PNG plots (gnuplot)");
+  report_cmd->fallthrough();
+  report_cmd->add_option("--only", only, "comma-separated subset: links,adapt,federate,online,table5,sched-sim");
+  report_cmd->add_option("--trace-dir", report.trace_dir, "where recorded traces are cached (default OUT/traces)");
+  report_cmd->add_option("--cnn", report.cnn_path, "TorchScript CNN for adapt/federate; default: the cached one");
+  report_cmd->add_option("--zoo-rows", report.links.model_rows, "training images for the zoo's models (Table 3)")
+      ->check(CLI::Range(100, 50000));
+  report_cmd->add_option("--adapt-seeds", report.adapt_seeds, "Table 4 seeds")->check(CLI::Range(1, 20));
+  report_cmd->add_option("--adapt-shares", report.adapt_shares, "Table 4 labelled shares")
+      ->check(CLI::Range(0.001, 0.5))->delimiter(',');
+  report_cmd->add_option("--adapt-shifts", report.adapt_shifts, "Table 4 shifts")->delimiter(',');
+  report_cmd->add_option("--domain-rows", report.adapt_domain_rows, "Table 4 target-domain images")->check(CLI::Range(1000, 10000));
+  report_cmd->add_option("--adapt-epochs", report.adapt_epochs, "Table 4 oracle-link epochs")->check(CLI::Range(1, 1000));
+  report_cmd->add_option("--rounds", report.federate_rounds, "Fig. 8 rounds of Algorithm 1")->check(CLI::Range(1, 1000));
+  report_cmd->add_option("--federate-targets", report.federate_targets, "Fig. 8 target domains")->delimiter(',');
+  report_cmd->add_option("--site-images", report.federate_site_images, "Fig. 8 images per contributing site")
+      ->check(CLI::Range(100, 2500));
+  report_cmd->add_option("--target-images", report.federate_target_images, "Fig. 8 target-site images")
+      ->check(CLI::Range(100, 2500));
+  report_cmd->add_option("--target-labels", report.federate_target_labels, "Fig. 8 target-site labels")
+      ->check(CLI::Range(20, 1900));
+  report_cmd->add_option("--vtest-frames", report.vtest_frames, "frames of vtest.avi to record (0 = all)")->check(CLI::Range(0, 100000));
+  report_cmd->add_option("--megamind-frames", report.megamind_frames, "frames of Megamind.avi to record (0 = all)")
+      ->check(CLI::Range(0, 100000));
+  report_cmd->add_option("--vtest-config", report.vtest_config, "site config recording vtest.avi (default configs/edge-site-a.yaml)");
+  report_cmd->add_option("--megamind-config", report.megamind_config, "site config recording Megamind.avi (default configs/edge-site-c.yaml)");
+  report_cmd->add_option("--online-init-frames", report.online.init_frames, "Fig. 6 frames that train the first links")
+      ->check(CLI::Range(10, 100000));
+  report_cmd->add_option("--online-segment-frames", report.online.segment_frames, "Fig. 6 frames per segment")
+      ->check(CLI::Range(5, 100000));
+  report_cmd->add_option("--online-epochs", report.online.epochs, "Fig. 6 epochs per re-training")->check(CLI::Range(1, 1000));
+  report_cmd->add_option("--budgets", report.schedule.budget_fractions, "Table 5 budgets as shares of the all-models cost")
+      ->check(CLI::Range(0.001, 1.0))->delimiter(',');
+  report_cmd->add_option("--train-share", report.schedule.train_share, "Table 5 share of frames that trains the links")
+      ->check(CLI::Range(0.01, 0.9));
+  report_cmd->add_option("--schedule-epochs", report.schedule.epochs, "Table 5 link epochs")->check(CLI::Range(1, 1000));
+  report_cmd->add_option("--sim-instances", report.sim_instances, "Fig. 10 random problems per distribution")
+      ->check(CLI::Range(1, 1000000));
   CLI11_PARSE(app, argc, argv);
 
   if (adapt_cmd->parsed()) return RunAdapt(data_dir, out_dir, adapt);
   if (online_cmd->parsed()) return RunOnline(out_dir, online);
   if (federate_cmd->parsed()) return RunFederate(data_dir, out_dir, federate);
+  if (table5_cmd->parsed()) return RunTable5(out_dir, table5);
+  if (sim_cmd->parsed()) return RunSim(out_dir, sim);
+  if (report_cmd->parsed()) {
+    report.out_dir = out_dir;
+    report.fmnist_dir = data_dir;
+    // The Table 3 options apply when given; otherwise the report's lighter defaults.
+    if (app.get_option("--link-rows")->count() > 0) report.links.link_rows = links.link_rows;
+    if (app.get_option("--test-rows")->count() > 0) report.links.test_rows = links.test_rows;
+    if (app.get_option("--epochs")->count() > 0) report.links.epochs = links.epochs;
+    report.links.seed = links.seed;
+    std::stringstream ss(only);
+    for (std::string name; std::getline(ss, name, ',');) {
+      if (!name.empty()) report.only.push_back(name);
+    }
+    auto run = mlink::eval::RunReport(report);
+    if (!run.summary.report_path.empty()) {
+      std::printf("report: %s (%zu plots, %.0f s)\n", run.summary.report_path.c_str(), run.summary.pngs.size(),
+                  run.summary.seconds);
+    }
+    if (!run.status.ok()) {
+      std::cerr << "mlink-eval: " << run.status.ToString() << "\n";
+      return run.status.code() == mlink::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    return 0;
+  }
   return RunLinks(data_dir, out_dir, links);
 }

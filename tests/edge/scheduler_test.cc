@@ -1,4 +1,5 @@
 #include "mlink/edge/scheduler.h"
+#include "mlink/edge/scheduler_sim.h"
 
 #include <gtest/gtest.h>
 
@@ -53,31 +54,9 @@ double BruteForceOptimum(const SchedulingProblem& p, const SchedulerOptions& o) 
   return best;
 }
 
-// The paper's Fig. 10 model: link performances and costs from Normal(0.5, 0.2) or
-// Beta(0.5, 0.5), clipped (costs to [0.05, 1]).
+// The paper's Fig. 10 model (edge/scheduler_sim.h, shared with the benchmark and mlink-eval).
 SchedulingProblem RandomProblem(int k, bool beta, std::mt19937* rng) {
-  std::normal_distribution<double> normal(0.5, 0.2);
-  std::gamma_distribution<double> gamma(0.5, 1.0);
-  auto draw = [&] {
-    if (!beta) return normal(*rng);
-    double x = gamma(*rng), y = gamma(*rng);
-    return x + y > 0 ? x / (x + y) : 0.5;
-  };
-  SchedulingProblem p;
-  p.link_performance.assign(k, std::vector<double>(k, 0.0));
-  for (int i = 0; i < k; ++i) {
-    p.costs.push_back(std::clamp(draw(), 0.05, 1.0));
-    for (int j = 0; j < k; ++j) {
-      if (i != j) p.link_performance[i][j] = std::clamp(draw(), 0.0, 1.0);
-    }
-  }
-  return p;
-}
-
-double TotalCost(const SchedulingProblem& p) {
-  double s = 0;
-  for (double c : p.costs) s += c;
-  return s;
+  return RandomSchedulingProblem(k, beta ? SimDistribution::kBeta : SimDistribution::kNormal, rng);
 }
 
 TEST(SchedulerTest, HandMadeOptimumAtEachBudget) {

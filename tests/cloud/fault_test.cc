@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "../support/cloud_process.h"
+#include "../support/cloud_support.h"
 #include "../support/edge_certs.h"
 #include "../support/fed_support.h"
 #include "../support/tcp_proxy.h"
@@ -29,25 +30,16 @@ namespace mlink::cloud {
 namespace {
 
 using mlink::testing::CloudProcess;
+using mlink::testing::FreePort;
+using mlink::testing::HttpGet;
+using mlink::testing::Metric;
+using mlink::testing::SmallSpec;
 using mlink::testing::TcpProxy;
 using mlink::testing::TestEdge;
 using protocol::RejectReason;
 
-link::LinkSpec SmallSpec() {
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(3);
-  s.target = link::OutputFormat::Vector(2);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
-
-link::LinkSpec BigSpec() {  // vec2vec 1000 -> 50: 105,150 parameters, a 420 KB update
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(1000);
-  s.target = link::OutputFormat::Vector(50);
-  s.task = link::TaskKind::kRegression;
-  return s;
-}
+// vec2vec 1000 -> 50: 105,150 parameters, a 420 KB update.
+link::LinkSpec BigSpec() { return mlink::testing::VectorSpec(1000, 50, link::TaskKind::kRegression); }
 
 const char kSmallYaml[] =
     "{source: {kind: vector, dim: 3}, target: {kind: vector, dim: 2}, task: single_label}";
@@ -143,21 +135,8 @@ class CloudFaultTest : public ::testing::Test {
   }
 
   CloudOptions InProcess(const link::LinkSpec& spec, int min_edges) {
-    CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = dir_ + "/state";
-    LinkOptions l;
-    l.id = "l1";
-    l.spec = spec;
-    l.init_seed = 3;
-    l.min_edges = min_edges;
-    l.quorum = min_edges;
-    l.round_deadline_s = 60;
-    o.links.push_back(l);
+    CloudOptions o = mlink::testing::CloudOptionsFor(*certs_, dir_ + "/state");
+    o.links.push_back(mlink::testing::LinkFor("l1", spec, 3, min_edges, min_edges, 60));
     return o;
   }
 
@@ -425,43 +404,6 @@ struct LoadEdge {
   std::mutex mu;
   std::vector<float> params;  // GUARDED_BY(mu): the last global link
 };
-
-uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string HttpGet(uint16_t port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<std::size_t>(n));
-  close(fd);
-  return out;
-}
-
-long Metric(const std::string& text, const std::string& name) {
-  auto at = text.find("\n" + name + " ");
-  return at == std::string::npos ? -1 : std::atol(text.c_str() + at + name.size() + 2);
-}
 
 // 1,000 edges (one process, shared I/O thread) over mutual TLS on loopback go through 3 rounds
 // of the real mlink-cloud while a client that never reads asks for 420 KB global links over and

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "../support/cloud_support.h"
 #include "../support/fed_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/dp.h"
@@ -14,24 +15,12 @@
 namespace mlink::cloud {
 namespace {
 
+using mlink::testing::SmallSpec;
 using mlink::testing::TestEdge;
 using protocol::RejectReason;
 
-link::LinkSpec SmallSpec() {  // vec2vec 3 -> 2: 50 parameters
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(3);
-  s.target = link::OutputFormat::Vector(2);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
-
-link::LinkSpec LargeSpec() {  // vec2vec 100 -> 100: 40300 parameters, for noise statistics
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(100);
-  s.target = link::OutputFormat::Vector(100);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
+// vec2vec 100 -> 100: 40300 parameters, for noise statistics.
+link::LinkSpec LargeSpec() { return mlink::testing::VectorSpec(100, 100); }
 
 // Exact in binary floating point: 0.25 (k + 1) (i mod 5 - 2). Norm 0.25 (k + 1) sqrt(100) for 50
 // parameters: 2.5 for k = 0, 5 for k = 1.
@@ -78,21 +67,8 @@ class UpdateGuardTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(data_); }
 
   CloudOptions Options(const link::LinkSpec& spec, int min_edges) {
-    CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = data_;
-    LinkOptions l;
-    l.id = "l1";
-    l.spec = spec;
-    l.init_seed = 7;
-    l.min_edges = min_edges;
-    l.quorum = min_edges;
-    l.round_deadline_s = 60;
-    o.links.push_back(l);
+    CloudOptions o = mlink::testing::CloudOptionsFor(*certs_, data_);
+    o.links.push_back(mlink::testing::LinkFor("l1", spec, 7, min_edges, min_edges, 60));
     return o;
   }
 

@@ -16,6 +16,7 @@
 
 #include "../support/cloud_process.h"
 #include "../support/fed_support.h"
+#include "../support/site_support.h"
 #include "../support/tcp_proxy.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/sqlite.h"
@@ -25,6 +26,7 @@
 namespace mlink::edge {
 namespace {
 
+using mlink::testing::OracleSpec;
 using mlink::testing::TcpProxy;
 using mlink::testing::TestEdge;
 
@@ -38,14 +40,6 @@ ModelInfo VecModel(const std::string& name, int dim) {
 }
 
 std::vector<ModelInfo> OneModel() { return {VecModel("m", 4)}; }
-
-link::LinkSpec OracleSpec() {
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(4);
-  s.target = link::OutputFormat::Vector(4);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
 
 bool WaitFor(const std::function<bool()>& ok, double seconds) {
   auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
@@ -103,50 +97,12 @@ class EdgeFaultTest : public ::testing::Test {
   }
 
   cloud::CloudOptions Cloud(int min_edges) {
-    cloud::CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = dir_ + "/cloud";
-    cloud::LinkOptions l;
-    l.id = "m->oracle";
-    l.spec = OracleSpec();
-    l.init_seed = 3;
-    l.min_edges = min_edges;
-    l.quorum = min_edges;
-    l.round_deadline_s = 60;
-    o.links.push_back(l);
-    return o;
+    return mlink::testing::OracleCloud(*certs_, dir_ + "/cloud", min_edges);
   }
 
   LearningOptions Learning(const std::string& site, uint16_t port) {
-    LearningOptions o;
-    o.sampling.policy = "none";
-    o.retrain_samples = 0;
-    o.oracle_enabled = true;
-    o.oracle.model = "m";
-    o.oracle.classes = 4;
-    o.oracle.dim = 4;
-    o.oracle.min_labels = 20;
-    o.oracle.retrain_labels = 20;
-    auto& f = o.federation;
-    f.enabled = port != 0;
-    f.endpoint.host = "127.0.0.1";
-    f.endpoint.port = port;
-    f.endpoint.path = protocol::kFederationPath;
-    f.ca_file = *certs_ + "/ca.pem";
-    f.cert_file = *certs_ + "/" + site + ".pem";
-    f.key_file = *certs_ + "/" + site + ".key";
-    f.site = site;
-    f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true});
-    f.local_epochs = 3;
-    f.min_samples = 20;
-    f.backoff_initial_s = 0.05;
-    f.backoff_max_s = 0.5;
-    f.round_interval_s = 0.2;
-    f.idle_timeout_s = 1.0;
+    LearningOptions o = mlink::testing::OracleLearning(*certs_, site, port);
+    o.federation.idle_timeout_s = 1.0;
     return o;
   }
 

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 
+#include "../tests/support/cloud_support.h"
 #include "mlink/cloud/options.h"
 #include "mlink/link/link.h"
 #include "mlink/protocol/transport.h"
@@ -42,23 +43,13 @@ inline bool EnsureEdgeCerts(const std::string& certs, int max_k, const char* ben
 
 // A vec2vec regression spec: `source` -> `target` values.
 inline link::LinkSpec RegressionSpec(int source, int target) {
-  link::LinkSpec spec;
-  spec.source = link::OutputFormat::Vector(source);
-  spec.target = link::OutputFormat::Vector(target);
-  spec.task = link::TaskKind::kRegression;
-  return spec;
+  return testing::VectorSpec(source, target, link::TaskKind::kRegression);
 }
 
 // An aggregator on any free ports with the cloud certificate of `certs`, its state in `data`,
 // idle edges kept for 10 minutes; no links.
 inline cloud::CloudOptions BenchCloudOptions(const std::string& certs, const std::string& data) {
-  cloud::CloudOptions o;
-  o.port = 0;
-  o.http_port = 0;
-  o.ca_file = certs + "/ca.pem";
-  o.cert_file = certs + "/cloud.pem";
-  o.key_file = certs + "/cloud.key";
-  o.data_dir = data;
+  cloud::CloudOptions o = testing::CloudOptionsFor(certs, data);
   o.idle_timeout_s = 600;
   return o;
 }

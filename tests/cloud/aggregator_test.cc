@@ -54,18 +54,14 @@ std::vector<float> Expected(const std::vector<float>& theta, const std::vector<s
 class AggregatorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("certs"));
-    other_ = new std::string(mlink::testing::TempDir("other-ca"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c site-x"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*other_, "site-a"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "certs", "site-a site-b site-c site-x"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&other_, "other-ca", "site-a"));
   }
   static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    std::filesystem::remove_all(*other_);
-    delete certs_;
-    delete other_;
+    mlink::testing::DeleteSuiteDir(&certs_);
+    mlink::testing::DeleteSuiteDir(&other_);
   }
-  void SetUp() override { data_ = mlink::testing::TempDir(std::string("agg-") + ::testing::UnitTest::GetInstance()->current_test_info()->name()); }
+  void SetUp() override { data_ = mlink::testing::TestDir("agg-"); }
   void TearDown() override { std::filesystem::remove_all(data_); }
 
   CloudOptions Options(int min_edges = 3, int quorum = 3, double deadline_s = 30) {
@@ -84,13 +80,7 @@ class AggregatorTest : public ::testing::Test {
   }
 
   static protocol::Update Update(const std::vector<float>& delta, uint64_t round = 0, uint64_t samples = 10) {
-    protocol::Update u;
-    u.link_id = "l1";
-    u.base_round = round;
-    u.delta = delta;
-    u.samples = samples;
-    u.checksum = protocol::ParamsChecksum(delta);
-    return u;
+    return mlink::testing::UpdateFor("l1", delta, round, samples);
   }
 
   // Connects, says Hello, and takes the Welcome and the first GlobalLink.

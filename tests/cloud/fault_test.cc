@@ -36,6 +36,7 @@ using mlink::testing::Metric;
 using mlink::testing::SmallSpec;
 using mlink::testing::TcpProxy;
 using mlink::testing::TestEdge;
+using mlink::testing::UpdateFor;
 using protocol::RejectReason;
 
 // vec2vec 1000 -> 50: 105,150 parameters, a 420 KB update.
@@ -78,17 +79,6 @@ protocol::Hello HelloFor(std::vector<std::pair<std::string, uint64_t>> links) {
   return h;
 }
 
-protocol::Update UpdateOf(const std::string& link, const std::vector<float>& delta,
-                          uint64_t round) {
-  protocol::Update u;
-  u.link_id = link;
-  u.base_round = round;
-  u.delta = delta;
-  u.samples = 10;
-  u.checksum = protocol::ParamsChecksum(delta);
-  return u;
-}
-
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -99,17 +89,12 @@ std::string ReadAll(const std::string& path) {
 class CloudFaultTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("fault-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c late slow flood"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "fault-certs", "site-a site-b site-c late slow flood"));
     ASSERT_TRUE(mlink::testing::IssueEdgeCerts(*certs_, "e", 24));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
   void SetUp() override {
-    dir_ = mlink::testing::TempDir(std::string("fault-") +
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = mlink::testing::TestDir("fault-");
   }
   void TearDown() override {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
@@ -190,7 +175,7 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
     // them are acknowledged: some acknowledged, some committed or in flight, some not sent yet.
     std::thread sender([&] {
       for (int k = 0; k < kEdges; ++k) {
-        (void)edges[k]->client().Send(UpdateOf("l1", d0[k], 0));
+        (void)edges[k]->client().Send(UpdateFor("l1", d0[k], 0));
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
     });
@@ -234,7 +219,7 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
   for (int k = 0; k < kEdges; ++k) {
     edges.push_back(Join(name(k), port, 0));
     ASSERT_TRUE(edges.back());
-    ASSERT_TRUE(edges[k]->client().Send(UpdateOf("l1", d0[k], 0)).ok());
+    ASSERT_TRUE(edges[k]->client().Send(UpdateFor("l1", d0[k], 0)).ok());
   }
   for (int k = 0; k < kEdges; ++k) {
     if (stored.count(name(k))) {
@@ -248,7 +233,7 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
   }
   auto late = Join("late", port, 0);
   ASSERT_TRUE(late);
-  ASSERT_TRUE(late->client().Send(UpdateOf("l1", d0[kEdges], 0)).ok());
+  ASSERT_TRUE(late->client().Send(UpdateFor("l1", d0[kEdges], 0)).ok());
   auto late_ack = late->Next<protocol::Ack>();
   ASSERT_TRUE(late_ack);
   EXPECT_EQ(late_ack->received, static_cast<uint32_t>(kEdges + 1));
@@ -265,7 +250,7 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
   std::vector<std::vector<float>> d1;
   for (int k = 0; k <= kEdges; ++k) d1.push_back(Delta(kEdges - k, theta1.size()));
   for (int k = 0; k <= kEdges; ++k)
-    ASSERT_TRUE(edges[k]->client().Send(UpdateOf("l1", d1[k], 1)).ok());
+    ASSERT_TRUE(edges[k]->client().Send(UpdateFor("l1", d1[k], 1)).ok());
   for (auto& e : edges) ASSERT_TRUE(e->Next<protocol::Ack>());
   const std::vector<float> theta2 = Mean(theta1, d1);
   for (auto& e : edges) {
@@ -312,7 +297,7 @@ TEST_F(CloudFaultTest, EdgeCutMidUploadLeavesTheRoundUnaffected) {
   auto c = Join("site-c", port, 0, spec);
   ASSERT_TRUE(a && b && c);
   proxy.CutUpAfter(100000);
-  ASSERT_TRUE(a->client().Send(UpdateOf("l1", d[0], 0)).ok());
+  ASSERT_TRUE(a->client().Send(UpdateFor("l1", d[0], 0)).ok());
   ASSERT_TRUE(a->WaitClosed()) << "the proxy cut the connection";
   EXPECT_EQ(proxy.open_connections(), 0);
   EXPECT_GE(proxy.up_bytes(), 100000u);
@@ -329,18 +314,18 @@ TEST_F(CloudFaultTest, EdgeCutMidUploadLeavesTheRoundUnaffected) {
   EXPECT_NE(metrics.find("mlink_read_budget_held_bytes 0\n"), std::string::npos) << metrics;
   EXPECT_EQ((*agg)->GetLink("l1")->pending_updates, 0u) << "nothing of the partial frame is stored";
 
-  ASSERT_TRUE(b->client().Send(UpdateOf("l1", d[1], 0)).ok());
+  ASSERT_TRUE(b->client().Send(UpdateFor("l1", d[1], 0)).ok());
   auto ack_b = b->Next<protocol::Ack>();
   ASSERT_TRUE(ack_b) << "another edge is not stalled by the cut one";
   EXPECT_EQ(ack_b->received, 1u);
 
   auto a2 = Join("site-a", port, 0, spec);
   ASSERT_TRUE(a2);
-  ASSERT_TRUE(a2->client().Send(UpdateOf("l1", d[0], 0)).ok());
+  ASSERT_TRUE(a2->client().Send(UpdateFor("l1", d[0], 0)).ok());
   auto ack_a = a2->Next<protocol::Ack>();
   ASSERT_TRUE(ack_a);
   EXPECT_EQ(ack_a->received, 2u);
-  ASSERT_TRUE(c->client().Send(UpdateOf("l1", d[2], 0)).ok());
+  ASSERT_TRUE(c->client().Send(UpdateFor("l1", d[2], 0)).ok());
   ASSERT_TRUE(c->Next<protocol::Ack>());
   auto g = b->Next<protocol::GlobalLink>();
   ASSERT_TRUE(g);
@@ -359,7 +344,7 @@ TEST_F(CloudFaultTest, CorruptAggregatorDatabaseIsAClearErrorAndIsNotOverwritten
     auto agg = Aggregator::Start(InProcess(SmallSpec(), 3));
     ASSERT_TRUE(agg.ok()) << agg.status();
     auto a = Join("site-a", (*agg)->port(), 0);
-    ASSERT_TRUE(a->client().Send(UpdateOf("l1", Delta(0, Initial(SmallSpec(), 3).size()), 0)).ok());
+    ASSERT_TRUE(a->client().Send(UpdateFor("l1", Delta(0, Initial(SmallSpec(), 3).size()), 0)).ok());
     ASSERT_TRUE(a->Next<protocol::Ack>());
   }
   const std::string db = dir_ + "/state/aggregator.db";
@@ -499,7 +484,7 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
     }
   } flooder;
   flooder.thread = std::thread([&] {
-    auto frame = protocol::MakeFrame(UpdateOf("big", Delta(0, Initial(BigSpec(), 3).size()), 99));
+    auto frame = protocol::MakeFrame(UpdateFor("big", Delta(0, Initial(BigSpec(), 3).size()), 99));
     while (!flooder.stop.load()) {
       if (flood->client().SendFrame(frame).ok()) {
         ++flooder.sent;
@@ -516,7 +501,7 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
     std::vector<std::vector<float>> d;
     for (int k = 0; k < kEdges; ++k) d.push_back(Delta((k + r) % 7, theta.size()));
     for (int k = 0; k < kEdges; ++k)
-      ASSERT_TRUE(edges[k]->client->Send(UpdateOf("l1", d[k], r)).ok());
+      ASSERT_TRUE(edges[k]->client->Send(UpdateFor("l1", d[k], r)).ok());
     ASSERT_TRUE(all(
         [&](LoadEdge& e) {
           return e.acks.load() == r + 1 && e.round.load() == static_cast<uint64_t>(r + 1);

@@ -67,16 +67,11 @@ int WindowsFound(const std::string& hay, const std::vector<T>& values) {
 class SecAggAggregatorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("secagg-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c site-d site-e site-f"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "secagg-certs", "site-a site-b site-c site-d site-e site-f"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
   void SetUp() override {
-    data_ = mlink::testing::TempDir(
-        std::string("secagg-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    data_ = mlink::testing::TestDir("secagg-");
     ASSERT_TRUE(log::SetFile(data_ + "/cloud.log"));
     log::SetLevel(log::Level::kDebug);
   }

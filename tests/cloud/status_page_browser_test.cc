@@ -82,16 +82,11 @@ std::string RoundRow(const std::string& dom, uint64_t round) {
 class StatusPageBrowserTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("status-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "status-certs", "site-a site-b site-c"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
   void SetUp() override {
-    dir_ = mlink::testing::TempDir(std::string("status-") +
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = mlink::testing::TestDir("status-");
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 

@@ -54,15 +54,11 @@ double MetricValue(const std::string& text, const std::string& series) {
 class UpdateGuardTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("guard-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "guard-certs", "site-a site-b site-c"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
   void SetUp() override {
-    data_ = mlink::testing::TempDir(std::string("guard-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    data_ = mlink::testing::TestDir("guard-");
   }
   void TearDown() override { std::filesystem::remove_all(data_); }
 
@@ -73,13 +69,7 @@ class UpdateGuardTest : public ::testing::Test {
   }
 
   static protocol::Update Update(const std::vector<float>& delta, uint64_t round, uint64_t samples = 10) {
-    protocol::Update u;
-    u.link_id = "l1";
-    u.base_round = round;
-    u.delta = delta;
-    u.samples = samples;
-    u.checksum = protocol::ParamsChecksum(delta);
-    return u;
+    return mlink::testing::UpdateFor("l1", delta, round, samples);
   }
 
   // Connects, says Hello, takes the Welcome and the current GlobalLink.

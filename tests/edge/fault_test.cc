@@ -81,16 +81,11 @@ void Feed(Learner* l, int frames, int labels, uint64_t seed, int first = 0) {
 class EdgeFaultTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("edge-fault-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "edge-fault-certs", "site-a site-b"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
   void SetUp() override {
-    dir_ = mlink::testing::TempDir(std::string("edge-fault-") +
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = mlink::testing::TestDir("edge-fault-");
   }
   void TearDown() override {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
@@ -206,13 +201,7 @@ TEST_F(EdgeFaultTest, NetworkCutKeepsTheUpdateOnDiskAndItLandsExactlyOnce) {
   std::vector<float> delta_b(theta.size());
   for (std::size_t i = 0; i < delta_b.size(); ++i)
     delta_b[i] = 0.125f * static_cast<float>(static_cast<int>(i % 7) - 3);
-  protocol::Update u;
-  u.link_id = "m->oracle";
-  u.base_round = 0;
-  u.delta = delta_b;
-  u.samples = 10;
-  u.checksum = protocol::ParamsChecksum(delta_b);
-  ASSERT_TRUE(b->client().Send(u).ok());
+  ASSERT_TRUE(b->client().Send(mlink::testing::UpdateFor("m->oracle", delta_b, 0)).ok());
   auto ack = b->Next<protocol::Ack>();
   ASSERT_TRUE(ack);
   EXPECT_EQ(ack->received, 2u);

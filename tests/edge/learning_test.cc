@@ -294,14 +294,10 @@ TEST(LinkServingTest, ReplaceLinkSwapsOneLinkAndKeepsTheRest) {
 class LearnerFederationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("learner-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "learner-certs", "site-a site-b site-c"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
-  void SetUp() override { dir_ = mlink::testing::TempDir(std::string("learner-") + ::testing::UnitTest::GetInstance()->current_test_info()->name()); }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
+  void SetUp() override { dir_ = mlink::testing::TestDir("learner-"); }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   cloud::CloudOptions Cloud(int min_edges) {

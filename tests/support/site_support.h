@@ -43,7 +43,7 @@ inline edge::LearningOptions OracleLearning(const std::string& certs, const std:
   f.cert_file = certs + "/" + site + ".pem";
   f.key_file = certs + "/" + site + ".key";
   f.site = site;
-  f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true});
+  f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true, false, {}});
   f.local_epochs = 3;
   f.min_samples = 20;
   f.backoff_initial_s = 0.05;

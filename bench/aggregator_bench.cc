@@ -118,11 +118,12 @@ void RunEdges(int in, int out, int k, const link::LinkSpec& spec) {
   Counter globals;
   std::vector<std::unique_ptr<protocol::Client>> clients;
   for (int i = 0; i < k; ++i) {
-    auto c = protocol::Client::Connect(bench::ClientFor(g_certs, port, "e" + std::to_string(i), ctx),
-                                       [&](protocol::Message m) {
-                                         if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add();
-                                       },
-                                       nullptr);
+    auto c = protocol::Client::Connect(
+        bench::ClientFor(g_certs, port, "e" + std::to_string(i), ctx),
+        [&](protocol::Message m) {
+          if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add();
+        },
+        nullptr);
     if (!c.ok()) {
       std::fprintf(stderr, "edge %d: %s\n", i, c.status().ToString().c_str());
       _exit(1);
@@ -230,7 +231,8 @@ void IdleEdges(int idle) {
     auto ctx = protocol::ClientContext::Create(2);
     std::vector<std::unique_ptr<protocol::Client>> held;
     for (int i = 0; i < idle; ++i) {
-      auto c = protocol::Client::Connect(bench::ClientFor(g_certs, port, "e0", ctx), nullptr, nullptr);
+      auto c =
+          protocol::Client::Connect(bench::ClientFor(g_certs, port, "e0", ctx), nullptr, nullptr);
       if (!c.ok()) break;
       held.push_back(std::move(c).value());
     }
@@ -251,8 +253,12 @@ void IdleEdges(int idle) {
   Counter globals;
   std::vector<std::unique_ptr<protocol::Client>> clients;
   for (int i = 1; i <= 10; ++i) {
-    auto c = protocol::Client::Connect(bench::ClientFor(g_certs, port, "e" + std::to_string(i), ctx),
-                                       [&](protocol::Message m) { if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add(); }, nullptr);
+    auto c = protocol::Client::Connect(
+        bench::ClientFor(g_certs, port, "e" + std::to_string(i), ctx),
+        [&](protocol::Message m) {
+          if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add();
+        },
+        nullptr);
     if (!c.ok()) break;
     protocol::Hello h;
     h.protocol_version = protocol::kProtocolVersion;

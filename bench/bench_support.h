@@ -35,9 +35,10 @@ inline bool EnsureEdgeCerts(const std::string& certs, int max_k, const char* ben
   if (std::filesystem::exists(certs + "/e" + std::to_string(max_k) + ".pem")) return true;
   std::string names;
   for (int i = 0; i <= std::max(max_k, 10); ++i) names += " e" + std::to_string(i);
-  std::fprintf(stderr, "%s: issuing %d edge certificates (once) into %s\n", bench, std::max(max_k, 10) + 1,
-               certs.c_str());
-  return std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + certs + names + " > /dev/null")
+  std::fprintf(stderr, "%s: issuing %d edge certificates (once) into %s\n", bench,
+               std::max(max_k, 10) + 1, certs.c_str());
+  return std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + certs + names +
+                      " > /dev/null")
                          .c_str()) == 0;
 }
 
@@ -55,7 +56,8 @@ inline cloud::CloudOptions BenchCloudOptions(const std::string& certs, const std
 }
 
 // Edge `name` of `certs` connecting to the aggregator on 127.0.0.1:`port` over `ctx`.
-inline protocol::ClientOptions ClientFor(const std::string& certs, uint16_t port, const std::string& name,
+inline protocol::ClientOptions ClientFor(const std::string& certs, uint16_t port,
+                                         const std::string& name,
                                          std::shared_ptr<protocol::ClientContext> ctx) {
   protocol::ClientOptions o;
   o.endpoint = {"127.0.0.1", port, protocol::kFederationPath};

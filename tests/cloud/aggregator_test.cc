@@ -29,7 +29,9 @@ using mlink::testing::SmallSpec;
 using mlink::testing::TestEdge;
 using protocol::RejectReason;
 
-std::vector<float> InitialParams() { return (*link::Link::Create(SmallSpec(), 7))->GetParams().data; }
+std::vector<float> InitialParams() {
+  return (*link::Link::Create(SmallSpec(), 7))->GetParams().data;
+}
 
 // Deltas whose sums are exact in binary floating point, so the expected average is exact.
 std::vector<float> Delta(int k, std::size_t n) {

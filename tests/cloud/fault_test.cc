@@ -40,7 +40,9 @@ using mlink::testing::UpdateFor;
 using protocol::RejectReason;
 
 // vec2vec 1000 -> 50: 105,150 parameters, a 420 KB update.
-link::LinkSpec BigSpec() { return mlink::testing::VectorSpec(1000, 50, link::TaskKind::kRegression); }
+link::LinkSpec BigSpec() {
+  return mlink::testing::VectorSpec(1000, 50, link::TaskKind::kRegression);
+}
 
 const char kSmallYaml[] =
     "{source: {kind: vector, dim: 3}, target: {kind: vector, dim: 2}, task: single_label}";
@@ -89,13 +91,12 @@ std::string ReadAll(const std::string& path) {
 class CloudFaultTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "fault-certs", "site-a site-b site-c late slow flood"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "fault-certs",
+                                              "site-a site-b site-c late slow flood"));
     ASSERT_TRUE(mlink::testing::IssueEdgeCerts(*certs_, "e", 24));
   }
   static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
-  void SetUp() override {
-    dir_ = mlink::testing::TestDir("fault-");
-  }
+  void SetUp() override { dir_ = mlink::testing::TestDir("fault-"); }
   void TearDown() override {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
@@ -344,7 +345,8 @@ TEST_F(CloudFaultTest, CorruptAggregatorDatabaseIsAClearErrorAndIsNotOverwritten
     auto agg = Aggregator::Start(InProcess(SmallSpec(), 3));
     ASSERT_TRUE(agg.ok()) << agg.status();
     auto a = Join("site-a", (*agg)->port(), 0);
-    ASSERT_TRUE(a->client().Send(UpdateFor("l1", Delta(0, Initial(SmallSpec(), 3).size()), 0)).ok());
+    ASSERT_TRUE(
+        a->client().Send(UpdateFor("l1", Delta(0, Initial(SmallSpec(), 3).size()), 0)).ok());
     ASSERT_TRUE(a->Next<protocol::Ack>());
   }
   const std::string db = dir_ + "/state/aggregator.db";

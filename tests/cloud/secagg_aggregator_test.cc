@@ -25,7 +25,9 @@ using mlink::testing::SmallSpec;
 using mlink::testing::TestEdge;
 using protocol::RejectReason;
 
-std::vector<float> InitialParams() { return (*link::Link::Create(SmallSpec(), 7))->GetParams().data; }
+std::vector<float> InitialParams() {
+  return (*link::Link::Create(SmallSpec(), 7))->GetParams().data;
+}
 
 // Deltas with no zero and no multiple of 2^-16, different per edge.
 std::vector<float> Delta(int k, std::size_t n) {
@@ -67,7 +69,8 @@ int WindowsFound(const std::string& hay, const std::vector<T>& values) {
 class SecAggAggregatorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "secagg-certs", "site-a site-b site-c site-d site-e site-f"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "secagg-certs",
+                                              "site-a site-b site-c site-d site-e site-f"));
   }
   static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
   void SetUp() override {

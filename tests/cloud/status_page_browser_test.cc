@@ -85,9 +85,7 @@ class StatusPageBrowserTest : public ::testing::Test {
     ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "status-certs", "site-a site-b site-c"));
   }
   static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
-  void SetUp() override {
-    dir_ = mlink::testing::TestDir("status-");
-  }
+  void SetUp() override { dir_ = mlink::testing::TestDir("status-"); }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   CloudOptions Options(int min_edges) {

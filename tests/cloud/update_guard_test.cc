@@ -57,9 +57,7 @@ class UpdateGuardTest : public ::testing::Test {
     ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "guard-certs", "site-a site-b site-c"));
   }
   static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
-  void SetUp() override {
-    data_ = mlink::testing::TestDir("guard-");
-  }
+  void SetUp() override { data_ = mlink::testing::TestDir("guard-"); }
   void TearDown() override { std::filesystem::remove_all(data_); }
 
   CloudOptions Options(const link::LinkSpec& spec, int min_edges) {

@@ -84,9 +84,7 @@ class EdgeFaultTest : public ::testing::Test {
     ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "edge-fault-certs", "site-a site-b"));
   }
   static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
-  void SetUp() override {
-    dir_ = mlink::testing::TestDir("edge-fault-");
-  }
+  void SetUp() override { dir_ = mlink::testing::TestDir("edge-fault-"); }
   void TearDown() override {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }

@@ -17,7 +17,8 @@
 namespace mlink::testing {
 
 // A vec2vec spec: `source` -> `target` values.
-inline link::LinkSpec VectorSpec(int source, int target, link::TaskKind task = link::TaskKind::kSingleLabel) {
+inline link::LinkSpec VectorSpec(int source, int target,
+                                 link::TaskKind task = link::TaskKind::kSingleLabel) {
   link::LinkSpec s;
   s.source = link::OutputFormat::Vector(source);
   s.target = link::OutputFormat::Vector(target);
@@ -42,8 +43,9 @@ inline cloud::CloudOptions CloudOptionsFor(const std::string& certs, const std::
 }
 
 // A mean link whose rounds close at `min_edges` updates, or at the deadline with `quorum`.
-inline cloud::LinkOptions LinkFor(const std::string& id, const link::LinkSpec& spec, uint64_t init_seed,
-                                  int min_edges, int quorum, double round_deadline_s) {
+inline cloud::LinkOptions LinkFor(const std::string& id, const link::LinkSpec& spec,
+                                  uint64_t init_seed, int min_edges, int quorum,
+                                  double round_deadline_s) {
   cloud::LinkOptions l;
   l.id = id;
   l.spec = spec;

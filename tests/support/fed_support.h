@@ -52,8 +52,8 @@ inline void DeleteSuiteDir(std::string** dir) {
 }
 
 // An update of `link` on top of global round `round`, with its checksum.
-inline protocol::Update UpdateFor(const std::string& link, const std::vector<float>& delta, uint64_t round,
-                                  uint64_t samples = 10) {
+inline protocol::Update UpdateFor(const std::string& link, const std::vector<float>& delta,
+                                  uint64_t round, uint64_t samples = 10) {
   protocol::Update u;
   u.link_id = link;
   u.base_round = round;

@@ -16,7 +16,8 @@ namespace mlink::testing {
 inline link::LinkSpec OracleSpec() { return VectorSpec(4, 4); }
 
 // An aggregator with link "m->oracle" (seed 3, deadline 60 s) closing rounds at `min_edges`.
-inline cloud::CloudOptions OracleCloud(const std::string& certs, const std::string& data_dir, int min_edges) {
+inline cloud::CloudOptions OracleCloud(const std::string& certs, const std::string& data_dir,
+                                       int min_edges) {
   cloud::CloudOptions o = CloudOptionsFor(certs, data_dir);
   o.links.push_back(LinkFor("m->oracle", OracleSpec(), 3, min_edges, min_edges, 60));
   return o;
@@ -24,7 +25,8 @@ inline cloud::CloudOptions OracleCloud(const std::string& certs, const std::stri
 
 // Site `site` learns the oracle link of model "m" (4 classes, retraining every 20 labels) and,
 // unless `port` is 0, federates it with the aggregator on 127.0.0.1:`port` in quick rounds.
-inline edge::LearningOptions OracleLearning(const std::string& certs, const std::string& site, uint16_t port) {
+inline edge::LearningOptions OracleLearning(const std::string& certs, const std::string& site,
+                                            uint16_t port) {
   edge::LearningOptions o;
   o.sampling.policy = "none";
   o.retrain_samples = 0;

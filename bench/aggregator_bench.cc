@@ -24,11 +24,13 @@
 #include <string>
 #include <thread>
 
+#include "bench_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/log.h"
 #include "mlink/protocol/transport.h"
 
 using namespace mlink;
+using bench::Counter;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -51,37 +53,11 @@ long RssKiB() {
 link::LinkSpec SpecFor(long d) {
   int t = d <= 2000 ? 10 : d <= 20000 ? 30 : d <= 200000 ? 100 : 300;
   long s = std::max<long>(1, (d - 2 * t - 2L * t * t - t) / (2 * t));
-  link::LinkSpec spec;
-  spec.source = link::OutputFormat::Vector(static_cast<int>(s));
-  spec.target = link::OutputFormat::Vector(t);
-  spec.task = link::TaskKind::kRegression;
-  return spec;
+  return bench::RegressionSpec(static_cast<int>(s), t);
 }
 
-struct Counter {
-  std::mutex mu;
-  std::condition_variable cv;
-  int n = 0;
-  void Add() {
-    std::lock_guard<std::mutex> l(mu);
-    ++n;
-    cv.notify_all();
-  }
-  bool WaitFor(int target, double secs) {
-    std::unique_lock<std::mutex> l(mu);
-    return cv.wait_for(l, std::chrono::duration<double>(secs), [&] { return n >= target; });
-  }
-};
-
 cloud::CloudOptions Options(const std::string& data, const link::LinkSpec& spec, int k) {
-  cloud::CloudOptions o;
-  o.port = 0;
-  o.http_port = 0;
-  o.ca_file = g_certs + "/ca.pem";
-  o.cert_file = g_certs + "/cloud.pem";
-  o.key_file = g_certs + "/cloud.key";
-  o.data_dir = data;
-  o.idle_timeout_s = 600;
+  cloud::CloudOptions o = bench::BenchCloudOptions(g_certs, data);
   o.read_budget_bytes = g_read_budget;
   cloud::LinkOptions l;
   l.id = "bench";
@@ -90,16 +66,6 @@ cloud::CloudOptions Options(const std::string& data, const link::LinkSpec& spec,
   l.quorum = k;
   l.round_deadline_s = 600;
   o.links.push_back(l);
-  return o;
-}
-
-protocol::ClientOptions ClientFor(uint16_t port, const std::string& name, std::shared_ptr<protocol::ClientContext> ctx) {
-  protocol::ClientOptions o;
-  o.endpoint = {"127.0.0.1", port, protocol::kFederationPath};
-  o.tls = {g_certs + "/ca.pem", g_certs + "/" + name + ".pem", g_certs + "/" + name + ".key"};
-  o.connect_timeout_s = 60;
-  o.idle_timeout_s = 600;
-  o.context = std::move(ctx);
   return o;
 }
 
@@ -152,11 +118,12 @@ void RunEdges(int in, int out, int k, const link::LinkSpec& spec) {
   Counter globals;
   std::vector<std::unique_ptr<protocol::Client>> clients;
   for (int i = 0; i < k; ++i) {
-    auto c = protocol::Client::Connect(ClientFor(port, "e" + std::to_string(i), ctx),
-                                       [&](protocol::Message m) {
-                                         if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add();
-                                       },
-                                       nullptr);
+    auto c = protocol::Client::Connect(
+        bench::ClientFor(g_certs, port, "e" + std::to_string(i), ctx),
+        [&](protocol::Message m) {
+          if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add();
+        },
+        nullptr);
     if (!c.ok()) {
       std::fprintf(stderr, "edge %d: %s\n", i, c.status().ToString().c_str());
       _exit(1);
@@ -264,7 +231,8 @@ void IdleEdges(int idle) {
     auto ctx = protocol::ClientContext::Create(2);
     std::vector<std::unique_ptr<protocol::Client>> held;
     for (int i = 0; i < idle; ++i) {
-      auto c = protocol::Client::Connect(ClientFor(port, "e0", ctx), nullptr, nullptr);
+      auto c =
+          protocol::Client::Connect(bench::ClientFor(g_certs, port, "e0", ctx), nullptr, nullptr);
       if (!c.ok()) break;
       held.push_back(std::move(c).value());
     }
@@ -285,8 +253,12 @@ void IdleEdges(int idle) {
   Counter globals;
   std::vector<std::unique_ptr<protocol::Client>> clients;
   for (int i = 1; i <= 10; ++i) {
-    auto c = protocol::Client::Connect(ClientFor(port, "e" + std::to_string(i), ctx),
-                                       [&](protocol::Message m) { if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add(); }, nullptr);
+    auto c = protocol::Client::Connect(
+        bench::ClientFor(g_certs, port, "e" + std::to_string(i), ctx),
+        [&](protocol::Message m) {
+          if (std::holds_alternative<protocol::GlobalLink>(m)) globals.Add();
+        },
+        nullptr);
     if (!c.ok()) break;
     protocol::Hello h;
     h.protocol_version = protocol::kProtocolVersion;
@@ -321,18 +293,10 @@ int main(int argc, char** argv) {
   const long max_d = argc > 2 ? std::atol(argv[2]) : 1000000;
   const int idle = argc > 3 ? std::atoi(argv[3]) : 10000;
   if (argc > 4) g_read_budget = static_cast<std::size_t>(std::atol(argv[4])) << 20;
-  rlimit rl{};
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
+  bench::RaiseFileLimit();
   log::SetLevel(log::Level::kWarn);
   g_certs = std::string(MLINK_BUILD_DIR) + "/bench-certs";
-  if (!std::filesystem::exists(g_certs + "/e" + std::to_string(max_k) + ".pem")) {
-    std::string names;
-    for (int i = 0; i <= std::max(max_k, 10); ++i) names += " e" + std::to_string(i);
-    std::fprintf(stderr, "bench_aggregator: issuing %d edge certificates (once) into %s\n", std::max(max_k, 10) + 1, g_certs.c_str());
-    if (std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + g_certs + names + " > /dev/null").c_str()) != 0) return 1;
-  }
+  if (!bench::EnsureEdgeCerts(g_certs, max_k, "bench_aggregator")) return 1;
   for (int k : {10, 100, 1000}) {
     for (long d : {1000L, 10000L, 100000L, 1000000L}) {
       if (k > max_k || d > max_d) continue;

@@ -15,38 +15,22 @@
 #include <string>
 #include <thread>
 
+#include "../tests/support/cloud_support.h"
 #include "../tests/support/edge_certs.h"
 #include "../tests/support/tcp_proxy.h"
+#include "bench_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/log.h"
 #include "mlink/link/link.h"
 #include "mlink/protocol/transport.h"
 
 using namespace mlink;
+using mlink::testing::Metric;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
 std::string g_certs;
-
-link::LinkSpec Spec(int s, int t) {
-  link::LinkSpec spec;
-  spec.source = link::OutputFormat::Vector(s);
-  spec.target = link::OutputFormat::Vector(t);
-  spec.task = link::TaskKind::kRegression;
-  return spec;
-}
-
-protocol::ClientOptions ClientFor(uint16_t port, const std::string& name,
-                                  std::shared_ptr<protocol::ClientContext> ctx) {
-  protocol::ClientOptions o;
-  o.endpoint = {"127.0.0.1", port, protocol::kFederationPath};
-  o.tls = {g_certs + "/ca.pem", g_certs + "/" + name + ".pem", g_certs + "/" + name + ".key"};
-  o.connect_timeout_s = 60;
-  o.idle_timeout_s = 600;
-  o.context = std::move(ctx);
-  return o;
-}
 
 protocol::Hello HelloFor(const std::string& link, const link::LinkSpec& spec) {
   protocol::Hello h;
@@ -61,20 +45,12 @@ struct Edge {
   std::atomic<uint64_t> round{UINT64_MAX};
 };
 
-long Metric(const std::string& text, const std::string& name) {
-  auto at = text.find("\n" + name + " ");
-  return at == std::string::npos ? -1 : std::atol(text.c_str() + at + name.size() + 2);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   const int k = argc > 1 ? std::atoi(argv[1]) : 1000;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 5;
-  rlimit rl{};
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
+  bench::RaiseFileLimit();
   log::SetLevel(log::Level::kError);
   g_certs = std::string(MLINK_BUILD_DIR) + "/bench-load-certs";
   if (std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + g_certs +
@@ -84,17 +60,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_load: cannot issue certificates in %s\n", g_certs.c_str());
     return 1;
   }
-  const link::LinkSpec small = Spec(10, 12), big = Spec(1000, 50);
+  const link::LinkSpec small = bench::RegressionSpec(10, 12), big = bench::RegressionSpec(1000, 50);
   const std::string data = "/tmp/mlink-bench-load-" + std::to_string(::getpid());
   std::filesystem::remove_all(data);
-  cloud::CloudOptions o;
-  o.port = 0;
-  o.http_port = 0;
-  o.ca_file = g_certs + "/ca.pem";
-  o.cert_file = g_certs + "/cloud.pem";
-  o.key_file = g_certs + "/cloud.key";
-  o.data_dir = data;
-  o.idle_timeout_s = 600;
+  cloud::CloudOptions o = bench::BenchCloudOptions(g_certs, data);
   o.send_timeout_s = 2;
   o.read_budget_bytes = 4u << 20;
   cloud::LinkOptions l;
@@ -123,7 +92,7 @@ int main(int argc, char** argv) {
     auto e = std::make_unique<Edge>();
     Edge* raw = e.get();
     auto c = protocol::Client::Connect(
-        ClientFor(port, "e" + std::to_string(i), ctx),
+        bench::ClientFor(g_certs, port, "e" + std::to_string(i), ctx),
         [raw](protocol::Message m) {
           if (std::holds_alternative<protocol::Ack>(m)) ++raw->acks;
           if (auto* g = std::get_if<protocol::GlobalLink>(&m)) raw->round = g->round;
@@ -174,7 +143,7 @@ int main(int argc, char** argv) {
   testing::TcpProxy proxy(port, 4096);
   std::atomic<int> slow_globals{0};
   auto slow = protocol::Client::Connect(
-      ClientFor(proxy.port(), "slow", slow_ctx),
+      bench::ClientFor(g_certs, proxy.port(), "slow", slow_ctx),
       [&](protocol::Message m) {
         if (std::holds_alternative<protocol::GlobalLink>(m)) ++slow_globals;
       },
@@ -186,7 +155,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 24; ++i) (void)(*slow)->Send(HelloFor("big", big));
   // The flooder.
   auto flood = protocol::Client::Connect(
-      ClientFor(port, "flood", slow_ctx), [](protocol::Message) {}, nullptr);
+      bench::ClientFor(g_certs, port, "flood", slow_ctx), [](protocol::Message) {}, nullptr);
   if (!flood.ok()) return 1;
   (void)(*flood)->Send(HelloFor("big", big));
   std::atomic<bool> stop{false};

@@ -20,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "bench_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/log.h"
 #include "mlink/protocol/secagg.h"
@@ -27,6 +28,7 @@
 
 using namespace mlink;
 namespace secagg = protocol::secagg;
+using bench::Counter;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -36,11 +38,7 @@ std::string g_certs;
 link::LinkSpec SpecFor(long d) {  // vec2vec, about d parameters (s*h + h + h*t + t, h = 2t)
   const int t = 30;
   const long s = std::max<long>(1, (d - 2 * t - 2L * t * t - t) / (2 * t));
-  link::LinkSpec spec;
-  spec.source = link::OutputFormat::Vector(static_cast<int>(s));
-  spec.target = link::OutputFormat::Vector(t);
-  spec.task = link::TaskKind::kRegression;
-  return spec;
+  return bench::RegressionSpec(static_cast<int>(s), t);
 }
 
 double Metric(const std::string& text, const std::string& name) {
@@ -51,21 +49,6 @@ double Metric(const std::string& text, const std::string& name) {
   }
   return 0;
 }
-
-struct Counter {
-  std::mutex mu;
-  std::condition_variable cv;
-  int n = 0;
-  void Add() {
-    std::lock_guard<std::mutex> l(mu);
-    ++n;
-    cv.notify_all();
-  }
-  bool WaitFor(int target, double secs) {
-    std::unique_lock<std::mutex> l(mu);
-    return cv.wait_for(l, std::chrono::duration<double>(secs), [&] { return n >= target; });
-  }
-};
 
 // One edge: answers the secure link's phases from its client callback.
 struct Edge {
@@ -104,14 +87,7 @@ int Round(int k, long d) {
                             ("mlink-bench-secagg-" + std::to_string(::getpid())))
                                .string();
   std::filesystem::remove_all(data);
-  cloud::CloudOptions o;
-  o.port = 0;
-  o.http_port = 0;
-  o.ca_file = g_certs + "/ca.pem";
-  o.cert_file = g_certs + "/cloud.pem";
-  o.key_file = g_certs + "/cloud.key";
-  o.data_dir = data;
-  o.idle_timeout_s = 600;
+  cloud::CloudOptions o = bench::BenchCloudOptions(g_certs, data);
   int degree = 2 * static_cast<int>(std::ceil(std::log2(k)));
   if (degree >= k - 1) degree = 0;
   for (const char* id : {"plain", "secure"}) {
@@ -247,22 +223,10 @@ int Round(int k, long d) {
 int main(int argc, char** argv) {
   const int max_k = argc > 1 ? std::atoi(argv[1]) : 100;
   const long d = argc > 2 ? std::atol(argv[2]) : 10000;
-  rlimit rl{};
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
+  bench::RaiseFileLimit();
   log::SetLevel(log::Level::kWarn);
   g_certs = std::string(MLINK_BUILD_DIR) + "/bench-certs";  // shared with bench_aggregator
-  if (!std::filesystem::exists(g_certs + "/e" + std::to_string(max_k) + ".pem")) {
-    std::string names;
-    for (int i = 0; i <= std::max(max_k, 10); ++i) names += " e" + std::to_string(i);
-    std::fprintf(stderr, "bench_secagg_network: issuing %d edge certificates (once) into %s\n",
-                 std::max(max_k, 10) + 1, g_certs.c_str());
-    if (std::system((std::string(MLINK_SOURCE_DIR) + "/scripts/gen-certs " + g_certs + names +
-                     " > /dev/null")
-                        .c_str()) != 0)
-      return 1;
-  }
+  if (!bench::EnsureEdgeCerts(g_certs, max_k, "bench_secagg_network")) return 1;
   int failures = 0;
   for (int k : {10, 100, 1000}) {
     if (k <= max_k) failures += Round(k, d);

@@ -16,24 +16,22 @@
 #include <sstream>
 #include <thread>
 
+#include "../support/cloud_support.h"
 #include "../support/fed_support.h"
 #include "mlink/link/link.h"
 
 namespace mlink::cloud {
 namespace {
 
+using mlink::testing::FreePort;
+using mlink::testing::HttpGet;
+using mlink::testing::SmallSpec;
 using mlink::testing::TestEdge;
 using protocol::RejectReason;
 
-link::LinkSpec Spec() {
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(3);
-  s.target = link::OutputFormat::Vector(2);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
+std::vector<float> InitialParams() {
+  return (*link::Link::Create(SmallSpec(), 7))->GetParams().data;
 }
-
-std::vector<float> InitialParams() { return (*link::Link::Create(Spec(), 7))->GetParams().data; }
 
 // Deltas whose sums are exact in binary floating point, so the expected average is exact.
 std::vector<float> Delta(int k, std::size_t n) {
@@ -58,41 +56,25 @@ std::vector<float> Expected(const std::vector<float>& theta, const std::vector<s
 class AggregatorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("certs"));
-    other_ = new std::string(mlink::testing::TempDir("other-ca"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c site-x"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*other_, "site-a"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "certs", "site-a site-b site-c site-x"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&other_, "other-ca", "site-a"));
   }
   static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    std::filesystem::remove_all(*other_);
-    delete certs_;
-    delete other_;
+    mlink::testing::DeleteSuiteDir(&certs_);
+    mlink::testing::DeleteSuiteDir(&other_);
   }
-  void SetUp() override { data_ = mlink::testing::TempDir(std::string("agg-") + ::testing::UnitTest::GetInstance()->current_test_info()->name()); }
+  void SetUp() override { data_ = mlink::testing::TestDir("agg-"); }
   void TearDown() override { std::filesystem::remove_all(data_); }
 
   CloudOptions Options(int min_edges = 3, int quorum = 3, double deadline_s = 30) {
-    CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = data_;
-    LinkOptions l;
-    l.id = "l1";
-    l.spec = Spec();
-    l.init_seed = 7;
-    l.min_edges = min_edges;
-    l.quorum = quorum;
-    l.round_deadline_s = deadline_s;
+    CloudOptions o = mlink::testing::CloudOptionsFor(*certs_, data_);
+    LinkOptions l = mlink::testing::LinkFor("l1", SmallSpec(), 7, min_edges, quorum, deadline_s);
     l.allowed_edges = {"site-a", "site-b", "site-c"};
     o.links.push_back(l);
     return o;
   }
 
-  static protocol::Hello Hello(uint64_t hash = Spec().Hash()) {
+  static protocol::Hello Hello(uint64_t hash = SmallSpec().Hash()) {
     protocol::Hello h;
     h.protocol_version = protocol::kProtocolVersion;
     h.links.push_back({"l1", hash});
@@ -100,13 +82,7 @@ class AggregatorTest : public ::testing::Test {
   }
 
   static protocol::Update Update(const std::vector<float>& delta, uint64_t round = 0, uint64_t samples = 10) {
-    protocol::Update u;
-    u.link_id = "l1";
-    u.base_round = round;
-    u.delta = delta;
-    u.samples = samples;
-    u.checksum = protocol::ParamsChecksum(delta);
-    return u;
+    return mlink::testing::UpdateFor("l1", delta, round, samples);
   }
 
   // Connects, says Hello, and takes the Welcome and the first GlobalLink.
@@ -489,38 +465,6 @@ TEST_F(AggregatorTest, KillNineMidRoundLosesNothingAcknowledged) {
 }
 
 // /healthz and /metrics over plain HTTP.
-std::string HttpGet(uint16_t port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<std::size_t>(n));
-  close(fd);
-  return out;
-}
-
-uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 TEST_F(AggregatorTest, HealthAndMetricsOverHttp) {
   CloudOptions o = Options();
   o.http_port = FreePort();

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "../support/cloud_process.h"
+#include "../support/cloud_support.h"
 #include "../support/edge_certs.h"
 #include "../support/fed_support.h"
 #include "../support/tcp_proxy.h"
@@ -29,24 +30,18 @@ namespace mlink::cloud {
 namespace {
 
 using mlink::testing::CloudProcess;
+using mlink::testing::FreePort;
+using mlink::testing::HttpGet;
+using mlink::testing::Metric;
+using mlink::testing::SmallSpec;
 using mlink::testing::TcpProxy;
 using mlink::testing::TestEdge;
+using mlink::testing::UpdateFor;
 using protocol::RejectReason;
 
-link::LinkSpec SmallSpec() {
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(3);
-  s.target = link::OutputFormat::Vector(2);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
-
-link::LinkSpec BigSpec() {  // vec2vec 1000 -> 50: 105,150 parameters, a 420 KB update
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(1000);
-  s.target = link::OutputFormat::Vector(50);
-  s.task = link::TaskKind::kRegression;
-  return s;
+// vec2vec 1000 -> 50: 105,150 parameters, a 420 KB update.
+link::LinkSpec BigSpec() {
+  return mlink::testing::VectorSpec(1000, 50, link::TaskKind::kRegression);
 }
 
 const char kSmallYaml[] =
@@ -86,17 +81,6 @@ protocol::Hello HelloFor(std::vector<std::pair<std::string, uint64_t>> links) {
   return h;
 }
 
-protocol::Update UpdateOf(const std::string& link, const std::vector<float>& delta,
-                          uint64_t round) {
-  protocol::Update u;
-  u.link_id = link;
-  u.base_round = round;
-  u.delta = delta;
-  u.samples = 10;
-  u.checksum = protocol::ParamsChecksum(delta);
-  return u;
-}
-
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -107,18 +91,12 @@ std::string ReadAll(const std::string& path) {
 class CloudFaultTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("fault-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c late slow flood"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "fault-certs",
+                                              "site-a site-b site-c late slow flood"));
     ASSERT_TRUE(mlink::testing::IssueEdgeCerts(*certs_, "e", 24));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
-  void SetUp() override {
-    dir_ = mlink::testing::TempDir(std::string("fault-") +
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
+  void SetUp() override { dir_ = mlink::testing::TestDir("fault-"); }
   void TearDown() override {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
@@ -143,21 +121,8 @@ class CloudFaultTest : public ::testing::Test {
   }
 
   CloudOptions InProcess(const link::LinkSpec& spec, int min_edges) {
-    CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = dir_ + "/state";
-    LinkOptions l;
-    l.id = "l1";
-    l.spec = spec;
-    l.init_seed = 3;
-    l.min_edges = min_edges;
-    l.quorum = min_edges;
-    l.round_deadline_s = 60;
-    o.links.push_back(l);
+    CloudOptions o = mlink::testing::CloudOptionsFor(*certs_, dir_ + "/state");
+    o.links.push_back(mlink::testing::LinkFor("l1", spec, 3, min_edges, min_edges, 60));
     return o;
   }
 
@@ -211,7 +176,7 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
     // them are acknowledged: some acknowledged, some committed or in flight, some not sent yet.
     std::thread sender([&] {
       for (int k = 0; k < kEdges; ++k) {
-        (void)edges[k]->client().Send(UpdateOf("l1", d0[k], 0));
+        (void)edges[k]->client().Send(UpdateFor("l1", d0[k], 0));
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
     });
@@ -255,7 +220,7 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
   for (int k = 0; k < kEdges; ++k) {
     edges.push_back(Join(name(k), port, 0));
     ASSERT_TRUE(edges.back());
-    ASSERT_TRUE(edges[k]->client().Send(UpdateOf("l1", d0[k], 0)).ok());
+    ASSERT_TRUE(edges[k]->client().Send(UpdateFor("l1", d0[k], 0)).ok());
   }
   for (int k = 0; k < kEdges; ++k) {
     if (stored.count(name(k))) {
@@ -269,7 +234,7 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
   }
   auto late = Join("late", port, 0);
   ASSERT_TRUE(late);
-  ASSERT_TRUE(late->client().Send(UpdateOf("l1", d0[kEdges], 0)).ok());
+  ASSERT_TRUE(late->client().Send(UpdateFor("l1", d0[kEdges], 0)).ok());
   auto late_ack = late->Next<protocol::Ack>();
   ASSERT_TRUE(late_ack);
   EXPECT_EQ(late_ack->received, static_cast<uint32_t>(kEdges + 1));
@@ -286,7 +251,7 @@ TEST_F(CloudFaultTest, AggregatorKilledUnderLoadLosesNoAcknowledgedUpdateAndCoun
   std::vector<std::vector<float>> d1;
   for (int k = 0; k <= kEdges; ++k) d1.push_back(Delta(kEdges - k, theta1.size()));
   for (int k = 0; k <= kEdges; ++k)
-    ASSERT_TRUE(edges[k]->client().Send(UpdateOf("l1", d1[k], 1)).ok());
+    ASSERT_TRUE(edges[k]->client().Send(UpdateFor("l1", d1[k], 1)).ok());
   for (auto& e : edges) ASSERT_TRUE(e->Next<protocol::Ack>());
   const std::vector<float> theta2 = Mean(theta1, d1);
   for (auto& e : edges) {
@@ -333,7 +298,7 @@ TEST_F(CloudFaultTest, EdgeCutMidUploadLeavesTheRoundUnaffected) {
   auto c = Join("site-c", port, 0, spec);
   ASSERT_TRUE(a && b && c);
   proxy.CutUpAfter(100000);
-  ASSERT_TRUE(a->client().Send(UpdateOf("l1", d[0], 0)).ok());
+  ASSERT_TRUE(a->client().Send(UpdateFor("l1", d[0], 0)).ok());
   ASSERT_TRUE(a->WaitClosed()) << "the proxy cut the connection";
   EXPECT_EQ(proxy.open_connections(), 0);
   EXPECT_GE(proxy.up_bytes(), 100000u);
@@ -350,18 +315,18 @@ TEST_F(CloudFaultTest, EdgeCutMidUploadLeavesTheRoundUnaffected) {
   EXPECT_NE(metrics.find("mlink_read_budget_held_bytes 0\n"), std::string::npos) << metrics;
   EXPECT_EQ((*agg)->GetLink("l1")->pending_updates, 0u) << "nothing of the partial frame is stored";
 
-  ASSERT_TRUE(b->client().Send(UpdateOf("l1", d[1], 0)).ok());
+  ASSERT_TRUE(b->client().Send(UpdateFor("l1", d[1], 0)).ok());
   auto ack_b = b->Next<protocol::Ack>();
   ASSERT_TRUE(ack_b) << "another edge is not stalled by the cut one";
   EXPECT_EQ(ack_b->received, 1u);
 
   auto a2 = Join("site-a", port, 0, spec);
   ASSERT_TRUE(a2);
-  ASSERT_TRUE(a2->client().Send(UpdateOf("l1", d[0], 0)).ok());
+  ASSERT_TRUE(a2->client().Send(UpdateFor("l1", d[0], 0)).ok());
   auto ack_a = a2->Next<protocol::Ack>();
   ASSERT_TRUE(ack_a);
   EXPECT_EQ(ack_a->received, 2u);
-  ASSERT_TRUE(c->client().Send(UpdateOf("l1", d[2], 0)).ok());
+  ASSERT_TRUE(c->client().Send(UpdateFor("l1", d[2], 0)).ok());
   ASSERT_TRUE(c->Next<protocol::Ack>());
   auto g = b->Next<protocol::GlobalLink>();
   ASSERT_TRUE(g);
@@ -380,7 +345,8 @@ TEST_F(CloudFaultTest, CorruptAggregatorDatabaseIsAClearErrorAndIsNotOverwritten
     auto agg = Aggregator::Start(InProcess(SmallSpec(), 3));
     ASSERT_TRUE(agg.ok()) << agg.status();
     auto a = Join("site-a", (*agg)->port(), 0);
-    ASSERT_TRUE(a->client().Send(UpdateOf("l1", Delta(0, Initial(SmallSpec(), 3).size()), 0)).ok());
+    ASSERT_TRUE(
+        a->client().Send(UpdateFor("l1", Delta(0, Initial(SmallSpec(), 3).size()), 0)).ok());
     ASSERT_TRUE(a->Next<protocol::Ack>());
   }
   const std::string db = dir_ + "/state/aggregator.db";
@@ -425,43 +391,6 @@ struct LoadEdge {
   std::mutex mu;
   std::vector<float> params;  // GUARDED_BY(mu): the last global link
 };
-
-uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string HttpGet(uint16_t port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<std::size_t>(n));
-  close(fd);
-  return out;
-}
-
-long Metric(const std::string& text, const std::string& name) {
-  auto at = text.find("\n" + name + " ");
-  return at == std::string::npos ? -1 : std::atol(text.c_str() + at + name.size() + 2);
-}
 
 // 1,000 edges (one process, shared I/O thread) over mutual TLS on loopback go through 3 rounds
 // of the real mlink-cloud while a client that never reads asks for 420 KB global links over and
@@ -557,7 +486,7 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
     }
   } flooder;
   flooder.thread = std::thread([&] {
-    auto frame = protocol::MakeFrame(UpdateOf("big", Delta(0, Initial(BigSpec(), 3).size()), 99));
+    auto frame = protocol::MakeFrame(UpdateFor("big", Delta(0, Initial(BigSpec(), 3).size()), 99));
     while (!flooder.stop.load()) {
       if (flood->client().SendFrame(frame).ok()) {
         ++flooder.sent;
@@ -574,7 +503,7 @@ TEST_F(CloudFaultTest, ManyEdgesCompleteRoundsBesideASlowReaderAndAFlooder) {
     std::vector<std::vector<float>> d;
     for (int k = 0; k < kEdges; ++k) d.push_back(Delta((k + r) % 7, theta.size()));
     for (int k = 0; k < kEdges; ++k)
-      ASSERT_TRUE(edges[k]->client->Send(UpdateOf("l1", d[k], r)).ok());
+      ASSERT_TRUE(edges[k]->client->Send(UpdateFor("l1", d[k], r)).ok());
     ASSERT_TRUE(all(
         [&](LoadEdge& e) {
           return e.acks.load() == r + 1 && e.round.load() == static_cast<uint64_t>(r + 1);

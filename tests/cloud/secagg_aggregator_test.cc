@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "../support/cloud_support.h"
 #include "../support/fed_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/log.h"
@@ -20,18 +21,13 @@ namespace mlink::cloud {
 namespace {
 
 namespace secagg = protocol::secagg;
+using mlink::testing::SmallSpec;
 using mlink::testing::TestEdge;
 using protocol::RejectReason;
 
-link::LinkSpec Spec() {
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(3);
-  s.target = link::OutputFormat::Vector(2);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
+std::vector<float> InitialParams() {
+  return (*link::Link::Create(SmallSpec(), 7))->GetParams().data;
 }
-
-std::vector<float> InitialParams() { return (*link::Link::Create(Spec(), 7))->GetParams().data; }
 
 // Deltas with no zero and no multiple of 2^-16, different per edge.
 std::vector<float> Delta(int k, std::size_t n) {
@@ -73,16 +69,12 @@ int WindowsFound(const std::string& hay, const std::vector<T>& values) {
 class SecAggAggregatorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("secagg-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c site-d site-e site-f"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "secagg-certs",
+                                              "site-a site-b site-c site-d site-e site-f"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
   void SetUp() override {
-    data_ = mlink::testing::TempDir(
-        std::string("secagg-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    data_ = mlink::testing::TestDir("secagg-");
     ASSERT_TRUE(log::SetFile(data_ + "/cloud.log"));
     log::SetLevel(log::Level::kDebug);
   }
@@ -93,20 +85,8 @@ class SecAggAggregatorTest : public ::testing::Test {
   }
 
   CloudOptions Options(int edges, double phase_timeout_s) {
-    CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = data_;
-    LinkOptions l;
-    l.id = "l1";
-    l.spec = Spec();
-    l.init_seed = 7;
-    l.min_edges = edges;
-    l.quorum = 3;
-    l.round_deadline_s = 30;
+    CloudOptions o = mlink::testing::CloudOptionsFor(*certs_, data_);
+    LinkOptions l = mlink::testing::LinkFor("l1", SmallSpec(), 7, edges, 3, 30);
     l.secure_aggregation.enabled = true;
     l.secure_aggregation.phase_timeout_s = phase_timeout_s;
     o.links.push_back(l);
@@ -126,7 +106,7 @@ class SecAggAggregatorTest : public ::testing::Test {
     if (!e.conn) return e;
     protocol::Hello h;
     h.protocol_version = protocol::kProtocolVersion;
-    h.links.push_back({"l1", Spec().Hash()});
+    h.links.push_back({"l1", SmallSpec().Hash()});
     EXPECT_TRUE(e.conn->client().Send(h).ok());
     auto w = e.conn->Next<protocol::Welcome>();
     EXPECT_TRUE(w && w->accepted.size() == 1);

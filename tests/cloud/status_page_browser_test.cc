@@ -18,6 +18,7 @@
 #include <regex>
 #include <sstream>
 
+#include "../support/cloud_support.h"
 #include "../support/fed_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/sqlite.h"
@@ -26,53 +27,16 @@
 namespace mlink::cloud {
 namespace {
 
+using mlink::testing::FreePort;
+using mlink::testing::HttpGet;
+using mlink::testing::SmallSpec;
 using mlink::testing::TestEdge;
 
 constexpr const char* kChromium = "/usr/bin/chromium";
 
-link::LinkSpec Spec() {
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(3);
-  s.target = link::OutputFormat::Vector(2);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
-
-std::string HttpGet(uint16_t port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<std::size_t>(n));
-  close(fd);
-  return out;
-}
-
 std::string Body(const std::string& response) {
   auto p = response.find("\r\n\r\n");
   return p == std::string::npos ? "" : response.substr(p + 4);
-}
-
-uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 std::string ReadFile(const std::string& path) {
@@ -118,34 +82,16 @@ std::string RoundRow(const std::string& dom, uint64_t round) {
 class StatusPageBrowserTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("status-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "status-certs", "site-a site-b site-c"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
-  void SetUp() override {
-    dir_ = mlink::testing::TempDir(std::string("status-") +
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
+  void SetUp() override { dir_ = mlink::testing::TestDir("status-"); }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   CloudOptions Options(int min_edges) {
-    CloudOptions o;
-    o.port = 0;
+    CloudOptions o = mlink::testing::CloudOptionsFor(*certs_, dir_ + "/data");
     o.http_port = FreePort();
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = dir_ + "/data";
-    LinkOptions l;
-    l.id = "l1";
-    l.spec = Spec();
-    l.init_seed = 7;
-    l.min_edges = min_edges;
-    l.quorum = min_edges;
-    l.round_deadline_s = 30;
+    LinkOptions l = mlink::testing::LinkFor("l1", SmallSpec(), 7, min_edges, min_edges, 30);
     l.allowed_edges = {"site-a", "site-b", "site-c"};
     o.links.push_back(l);
     return o;
@@ -158,7 +104,7 @@ class StatusPageBrowserTest : public ::testing::Test {
     if (!e) return nullptr;
     protocol::Hello h;
     h.protocol_version = protocol::kProtocolVersion;
-    h.links.push_back({"l1", Spec().Hash()});
+    h.links.push_back({"l1", SmallSpec().Hash()});
     EXPECT_TRUE(e->client().Send(h).ok());
     auto w = e->Next<protocol::Welcome>();
     EXPECT_TRUE(w && w->accepted.size() == 1);
@@ -423,11 +369,11 @@ TEST_F(StatusPageBrowserTest, RoundsFromAnOlderStoreShowAnUnknownMetric) {
          "NULL,"
          " duration_s REAL NOT NULL, closed_at REAL NOT NULL, PRIMARY KEY (link, round));"});
     ASSERT_TRUE(v.ok() && *v == 1) << v.status();
-    std::vector<float> params = (*link::Link::Create(Spec(), 7))->GetParams().data;
+    std::vector<float> params = (*link::Link::Create(SmallSpec(), 7))->GetParams().data;
     auto ins =
         (*db)->Prepare("INSERT INTO links (id, spec_hash, round, params) VALUES ('l1', ?, 1, ?)");
     ASSERT_TRUE(ins.ok());
-    ASSERT_TRUE(ins->Bind(1, Spec().HashHex())
+    ASSERT_TRUE(ins->Bind(1, SmallSpec().HashHex())
                     .BindBlob(2, params.data(), params.size() * sizeof(float))
                     .Run()
                     .ok());

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "../support/cloud_support.h"
 #include "../support/fed_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/dp.h"
@@ -14,24 +15,12 @@
 namespace mlink::cloud {
 namespace {
 
+using mlink::testing::SmallSpec;
 using mlink::testing::TestEdge;
 using protocol::RejectReason;
 
-link::LinkSpec SmallSpec() {  // vec2vec 3 -> 2: 50 parameters
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(3);
-  s.target = link::OutputFormat::Vector(2);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
-
-link::LinkSpec LargeSpec() {  // vec2vec 100 -> 100: 40300 parameters, for noise statistics
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(100);
-  s.target = link::OutputFormat::Vector(100);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
+// vec2vec 100 -> 100: 40300 parameters, for noise statistics.
+link::LinkSpec LargeSpec() { return mlink::testing::VectorSpec(100, 100); }
 
 // Exact in binary floating point: 0.25 (k + 1) (i mod 5 - 2). Norm 0.25 (k + 1) sqrt(100) for 50
 // parameters: 2.5 for k = 0, 5 for k = 1.
@@ -65,45 +54,20 @@ double MetricValue(const std::string& text, const std::string& series) {
 class UpdateGuardTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("guard-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "guard-certs", "site-a site-b site-c"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
-  void SetUp() override {
-    data_ = mlink::testing::TempDir(std::string("guard-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
+  void SetUp() override { data_ = mlink::testing::TestDir("guard-"); }
   void TearDown() override { std::filesystem::remove_all(data_); }
 
   CloudOptions Options(const link::LinkSpec& spec, int min_edges) {
-    CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = data_;
-    LinkOptions l;
-    l.id = "l1";
-    l.spec = spec;
-    l.init_seed = 7;
-    l.min_edges = min_edges;
-    l.quorum = min_edges;
-    l.round_deadline_s = 60;
-    o.links.push_back(l);
+    CloudOptions o = mlink::testing::CloudOptionsFor(*certs_, data_);
+    o.links.push_back(mlink::testing::LinkFor("l1", spec, 7, min_edges, min_edges, 60));
     return o;
   }
 
   static protocol::Update Update(const std::vector<float>& delta, uint64_t round, uint64_t samples = 10) {
-    protocol::Update u;
-    u.link_id = "l1";
-    u.base_round = round;
-    u.delta = delta;
-    u.samples = samples;
-    u.checksum = protocol::ParamsChecksum(delta);
-    return u;
+    return mlink::testing::UpdateFor("l1", delta, round, samples);
   }
 
   // Connects, says Hello, takes the Welcome and the current GlobalLink.

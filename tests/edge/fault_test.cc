@@ -16,6 +16,7 @@
 
 #include "../support/cloud_process.h"
 #include "../support/fed_support.h"
+#include "../support/site_support.h"
 #include "../support/tcp_proxy.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/sqlite.h"
@@ -25,6 +26,7 @@
 namespace mlink::edge {
 namespace {
 
+using mlink::testing::OracleSpec;
 using mlink::testing::TcpProxy;
 using mlink::testing::TestEdge;
 
@@ -38,14 +40,6 @@ ModelInfo VecModel(const std::string& name, int dim) {
 }
 
 std::vector<ModelInfo> OneModel() { return {VecModel("m", 4)}; }
-
-link::LinkSpec OracleSpec() {
-  link::LinkSpec s;
-  s.source = link::OutputFormat::Vector(4);
-  s.target = link::OutputFormat::Vector(4);
-  s.task = link::TaskKind::kSingleLabel;
-  return s;
-}
 
 bool WaitFor(const std::function<bool()>& ok, double seconds) {
   auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
@@ -87,66 +81,21 @@ void Feed(Learner* l, int frames, int labels, uint64_t seed, int first = 0) {
 class EdgeFaultTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("edge-fault-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "edge-fault-certs", "site-a site-b"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
-  void SetUp() override {
-    dir_ = mlink::testing::TempDir(std::string("edge-fault-") +
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
+  void SetUp() override { dir_ = mlink::testing::TestDir("edge-fault-"); }
   void TearDown() override {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
 
   cloud::CloudOptions Cloud(int min_edges) {
-    cloud::CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = dir_ + "/cloud";
-    cloud::LinkOptions l;
-    l.id = "m->oracle";
-    l.spec = OracleSpec();
-    l.init_seed = 3;
-    l.min_edges = min_edges;
-    l.quorum = min_edges;
-    l.round_deadline_s = 60;
-    o.links.push_back(l);
-    return o;
+    return mlink::testing::OracleCloud(*certs_, dir_ + "/cloud", min_edges);
   }
 
   LearningOptions Learning(const std::string& site, uint16_t port) {
-    LearningOptions o;
-    o.sampling.policy = "none";
-    o.retrain_samples = 0;
-    o.oracle_enabled = true;
-    o.oracle.model = "m";
-    o.oracle.classes = 4;
-    o.oracle.dim = 4;
-    o.oracle.min_labels = 20;
-    o.oracle.retrain_labels = 20;
-    auto& f = o.federation;
-    f.enabled = port != 0;
-    f.endpoint.host = "127.0.0.1";
-    f.endpoint.port = port;
-    f.endpoint.path = protocol::kFederationPath;
-    f.ca_file = *certs_ + "/ca.pem";
-    f.cert_file = *certs_ + "/" + site + ".pem";
-    f.key_file = *certs_ + "/" + site + ".key";
-    f.site = site;
-    f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true});
-    f.local_epochs = 3;
-    f.min_samples = 20;
-    f.backoff_initial_s = 0.05;
-    f.backoff_max_s = 0.5;
-    f.round_interval_s = 0.2;
-    f.idle_timeout_s = 1.0;
+    LearningOptions o = mlink::testing::OracleLearning(*certs_, site, port);
+    o.federation.idle_timeout_s = 1.0;
     return o;
   }
 
@@ -250,13 +199,7 @@ TEST_F(EdgeFaultTest, NetworkCutKeepsTheUpdateOnDiskAndItLandsExactlyOnce) {
   std::vector<float> delta_b(theta.size());
   for (std::size_t i = 0; i < delta_b.size(); ++i)
     delta_b[i] = 0.125f * static_cast<float>(static_cast<int>(i % 7) - 3);
-  protocol::Update u;
-  u.link_id = "m->oracle";
-  u.base_round = 0;
-  u.delta = delta_b;
-  u.samples = 10;
-  u.checksum = protocol::ParamsChecksum(delta_b);
-  ASSERT_TRUE(b->client().Send(u).ok());
+  ASSERT_TRUE(b->client().Send(mlink::testing::UpdateFor("m->oracle", delta_b, 0)).ok());
   auto ack = b->Next<protocol::Ack>();
   ASSERT_TRUE(ack);
   EXPECT_EQ(ack->received, 2u);

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 
 #include "../support/fed_support.h"
+#include "../support/site_support.h"
 #include "mlink/cloud/aggregator.h"
 #include "mlink/common/sqlite.h"
 #include "mlink/edge/learner.h"
@@ -27,6 +28,8 @@
 
 namespace mlink::edge {
 namespace {
+
+using mlink::testing::OracleSpec;
 
 ModelInfo VecModel(const std::string& name, int dim, link::TaskKind task) {
   ModelInfo m;
@@ -291,69 +294,19 @@ TEST(LinkServingTest, ReplaceLinkSwapsOneLinkAndKeepsTheRest) {
 class LearnerFederationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new std::string(mlink::testing::TempDir("learner-certs"));
-    ASSERT_TRUE(mlink::testing::GenCerts(*certs_, "site-a site-b site-c"));
+    ASSERT_TRUE(mlink::testing::NewSuiteCerts(&certs_, "learner-certs", "site-a site-b site-c"));
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-  }
-  void SetUp() override { dir_ = mlink::testing::TempDir(std::string("learner-") + ::testing::UnitTest::GetInstance()->current_test_info()->name()); }
+  static void TearDownTestSuite() { mlink::testing::DeleteSuiteDir(&certs_); }
+  void SetUp() override { dir_ = mlink::testing::TestDir("learner-"); }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  static link::LinkSpec OracleSpec() {
-    link::LinkSpec s;
-    s.source = link::OutputFormat::Vector(4);
-    s.target = link::OutputFormat::Vector(4);
-    s.task = link::TaskKind::kSingleLabel;
-    return s;
-  }
-
   cloud::CloudOptions Cloud(int min_edges) {
-    cloud::CloudOptions o;
-    o.port = 0;
-    o.http_port = 0;
-    o.ca_file = *certs_ + "/ca.pem";
-    o.cert_file = *certs_ + "/cloud.pem";
-    o.key_file = *certs_ + "/cloud.key";
-    o.data_dir = dir_ + "/cloud";
-    cloud::LinkOptions l;
-    l.id = "m->oracle";
-    l.spec = OracleSpec();
-    l.init_seed = 3;
-    l.min_edges = min_edges;
-    l.quorum = min_edges;
-    l.round_deadline_s = 60;
-    o.links.push_back(l);
-    return o;
+    return mlink::testing::OracleCloud(*certs_, dir_ + "/cloud", min_edges);
   }
 
   LearningOptions Learning(const std::string& site, uint16_t port) {
-    LearningOptions o;
-    o.sampling.policy = "none";
-    o.retrain_samples = 0;
-    o.oracle_enabled = true;
-    o.oracle.model = "m";
-    o.oracle.classes = 4;
-    o.oracle.dim = 4;
-    o.oracle.min_labels = 20;
-    o.oracle.retrain_labels = 20;
+    LearningOptions o = mlink::testing::OracleLearning(*certs_, site, port);
     o.http_port = 0;
-    auto& f = o.federation;
-    f.enabled = port != 0;
-    f.endpoint.host = "127.0.0.1";
-    f.endpoint.port = port;
-    f.endpoint.path = protocol::kFederationPath;
-    f.ca_file = *certs_ + "/ca.pem";
-    f.cert_file = *certs_ + "/" + site + ".pem";
-    f.key_file = *certs_ + "/" + site + ".key";
-    f.site = site;
-    f.links.push_back({"m->oracle", "m", "oracle", OracleSpec(), true, false, {}});
-    f.local_epochs = 3;
-    f.min_samples = 20;
-    f.backoff_initial_s = 0.05;
-    f.backoff_max_s = 0.5;
-    f.round_interval_s = 0.2;
     return o;
   }
 

@@ -10,7 +10,10 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
+#include "mlink/protocol/codec.h"
 #include "mlink/protocol/transport.h"
 
 namespace mlink::testing {
@@ -26,6 +29,38 @@ inline std::string TempDir(const std::string& name) {
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d.string();
+}
+
+// A fresh temporary directory for the running test: `prefix` followed by the test's name.
+inline std::string TestDir(const std::string& prefix) {
+  return TempDir(prefix + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+}
+
+// For SetUpTestSuite: a fresh directory `name` in `*certs` with certificates for `edges`; false if
+// scripts/gen-certs failed.
+inline bool NewSuiteCerts(std::string** certs, const std::string& name, const std::string& edges) {
+  *certs = new std::string(TempDir(name));
+  return GenCerts(**certs, edges);
+}
+
+// For TearDownTestSuite: removes the directory `*dir` made by NewSuiteCerts and frees it.
+inline void DeleteSuiteDir(std::string** dir) {
+  if (*dir == nullptr) return;
+  std::filesystem::remove_all(**dir);
+  delete *dir;
+  *dir = nullptr;
+}
+
+// An update of `link` on top of global round `round`, with its checksum.
+inline protocol::Update UpdateFor(const std::string& link, const std::vector<float>& delta,
+                                  uint64_t round, uint64_t samples = 10) {
+  protocol::Update u;
+  u.link_id = link;
+  u.base_round = round;
+  u.delta = delta;
+  u.samples = samples;
+  u.checksum = protocol::ParamsChecksum(delta);
+  return u;
 }
 
 // An edge connection whose received messages queue up for the test to take in order.

@@ -300,6 +300,10 @@ TEST_F(CloudFaultTest, EdgeCutMidUploadLeavesTheRoundUnaffected) {
   proxy.CutUpAfter(100000);
   ASSERT_TRUE(a->client().Send(UpdateFor("l1", d[0], 0)).ok());
   ASSERT_TRUE(a->WaitClosed()) << "the proxy cut the connection";
+  // The edge can see the close before the proxy's thread has counted it: wait for the count.
+  for (int i = 0; i < 200 && proxy.open_connections() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
   EXPECT_EQ(proxy.open_connections(), 0);
   EXPECT_GE(proxy.up_bytes(), 100000u);
   EXPECT_LT(proxy.up_bytes(), 200000u);

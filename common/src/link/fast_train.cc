@@ -14,6 +14,18 @@
 
 namespace mlink::link::internal {
 
+void SplitRows(int64_t n, double validation_share, std::mt19937_64& rng, std::vector<int64_t>* train_idx,
+               std::vector<int64_t>* val_idx) {
+  std::vector<int64_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  int64_t n_val = static_cast<int64_t>(std::floor(static_cast<double>(n) * validation_share));
+  if (n - n_val < 1) n_val = n - 1;
+  val_idx->assign(order.begin(), order.begin() + n_val);
+  train_idx->assign(order.begin() + n_val, order.end());
+  std::sort(val_idx->begin(), val_idx->end());
+}
+
 namespace {
 
 #define MLINK_INLINE inline __attribute__((always_inline))
@@ -939,14 +951,9 @@ Result<FastTrainResult> FastTrain(const std::vector<LinkSpec>& specs, const std:
 
   // The split and batch order of TrainStacked: one generator, drawn in the same order.
   std::mt19937_64 rng(o.seed);
-  std::vector<int64_t> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
-  int64_t n_val = static_cast<int64_t>(std::floor(static_cast<double>(n) * o.validation_share));
-  if (n - n_val < 1) n_val = n - 1;
-  std::vector<int64_t> val_idx(order.begin(), order.begin() + n_val);
-  std::vector<int64_t> train_idx(order.begin() + n_val, order.end());
-  std::sort(val_idx.begin(), val_idx.end());
+  std::vector<int64_t> train_idx, val_idx;
+  SplitRows(n, o.validation_share, rng, &train_idx, &val_idx);
+  const int64_t n_val = static_cast<int64_t>(val_idx.size());
 
   std::vector<std::vector<float>> square(links), best(links);
   std::vector<float> best_val(links, std::numeric_limits<float>::infinity());

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <random>
 #include <vector>
 
 #include "mlink/common/flat_params.h"
@@ -17,6 +19,12 @@
 #include "mlink/link/link.h"
 
 namespace mlink::link::internal {
+
+// The train/validation split both trainers share (so they see the same rows): shuffles 0..n-1
+// with `rng`, the first floor(n * validation_share) rows (at most n - 1) validate, sorted; the
+// rest train, in shuffled order. `rng` goes on to draw the batch order.
+void SplitRows(int64_t n, double validation_share, std::mt19937_64& rng, std::vector<int64_t>* train_idx,
+               std::vector<int64_t>* val_idx);
 
 // True when FastTrain covers the spec: every architecture, without dropout (dropout masks come
 // from torch's generator and cannot be reproduced here).

@@ -87,14 +87,9 @@ Result<std::vector<TrainReport>> TrainStacked(StackedLink& model, const SourceBa
   if (n < 2) return Status::InvalidArgument("training a link needs at least 2 rows, got " + std::to_string(n));
 
   std::mt19937_64 rng(o.seed);
-  std::vector<int64_t> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
-  int64_t n_val = static_cast<int64_t>(std::floor(static_cast<double>(n) * o.validation_share));
-  if (n - n_val < 1) n_val = n - 1;
-  std::vector<int64_t> val_idx(order.begin(), order.begin() + n_val);
-  std::vector<int64_t> train_idx(order.begin() + n_val, order.end());
-  std::sort(val_idx.begin(), val_idx.end());
+  std::vector<int64_t> train_idx, val_idx;
+  SplitRows(n, o.validation_share, rng, &train_idx, &val_idx);
+  const int64_t n_val = static_cast<int64_t>(val_idx.size());
 
   model->to(device);
   SourceBatch xd = x.To(device);

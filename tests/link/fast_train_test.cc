@@ -50,6 +50,53 @@ std::vector<LinkSpec> AllKinds() {
           Spec(seq, OutputFormat::Sequence(9, 3), TaskKind::kSequence)};
 }
 
+TEST(FastTrainTest, SmallGemmComputesTheProductForEveryShapeAndLayout) {
+  // Every row count up to two kernel tiles and more, column counts around the 16- and 8-wide
+  // panels, both transpositions, beta 0 and 1, padded strides: against a double-precision
+  // product; C's padding columns stay untouched.
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1, 1);
+  int checked = 0;
+  for (int m : {1, 2, 5, 6, 7, 12, 13, 33}) {
+    for (int n : {1, 7, 8, 9, 16, 17, 31, 40}) {
+      for (int k : {1, 3, 8, 64}) {
+        for (int layout = 0; layout < 4; ++layout) {
+          const bool ta = layout & 1, tb = layout & 2;
+          for (float beta : {0.0f, 1.0f}) {
+            const int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 5;
+            std::vector<float> a(static_cast<std::size_t>(ta ? k : m) * lda), b(static_cast<std::size_t>(tb ? n : k) * ldb);
+            std::vector<float> c(static_cast<std::size_t>(m) * ldc);
+            for (float& v : a) v = u(rng);
+            for (float& v : b) v = u(rng);
+            for (float& v : c) v = u(rng);
+            const std::vector<float> c0 = c;
+            SmallGemm(ta, tb, m, n, k, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+            for (int i = 0; i < m; ++i) {
+              for (int j = 0; j < ldc; ++j) {
+                const float got = c[static_cast<std::size_t>(i) * ldc + j];
+                if (j >= n) {
+                  ASSERT_EQ(got, c0[static_cast<std::size_t>(i) * ldc + j]) << "padding written";
+                  continue;
+                }
+                double want = beta * c0[static_cast<std::size_t>(i) * ldc + j];
+                for (int p = 0; p < k; ++p) {
+                  const double av = ta ? a[static_cast<std::size_t>(p) * lda + i] : a[static_cast<std::size_t>(i) * lda + p];
+                  const double bv = tb ? b[static_cast<std::size_t>(j) * ldb + p] : b[static_cast<std::size_t>(p) * ldb + j];
+                  want += av * bv;
+                }
+                ASSERT_NEAR(got, want, 1e-5 * (k + 1)) << m << "x" << n << "x" << k << " ta " << ta << " tb " << tb
+                                                       << " beta " << beta << " at " << i << "," << j;
+              }
+            }
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, 8 * 8 * 4 * 4 * 2);
+}
+
 TEST(FastTrainTest, LossAndGradientEqualTheLibTorchModules) {
   std::mt19937 rng(5);
   for (const LinkSpec& spec : AllKinds()) {
@@ -115,6 +162,60 @@ TEST(FastTrainTest, TrainingEndsWhereLibTorchTrainingEnds) {
       ASSERT_NEAR(got.data[k], want.data[k], 2e-4) << "parameter value " << k;
     }
     EXPECT_GT(moved, want.data.size() / 2);
+  }
+}
+
+TEST(FastTrainTest, ThreadsSplitTheLinksWithoutChangingTheResult) {
+  // Every architecture in one call, trained on 1 and on 3 threads: the same parameters bit for
+  // bit, the same losses and the same early stop (patience 1 over 6 epochs stops the group).
+  std::mt19937 rng(11);
+  std::vector<LinkSpec> specs = AllKinds();
+  std::vector<Column> xs, ys;
+  std::vector<FlatParams> init;
+  for (const LinkSpec& spec : specs) {
+    xs.push_back(RandomColumn(spec.source, 70, &rng));
+    ys.push_back(RandomColumn(spec.target, 70, &rng));
+    init.push_back((*Link::Create(spec, 2))->GetParams());
+  }
+  std::vector<const Column*> x, y;
+  for (std::size_t l = 0; l < specs.size(); ++l) {
+    x.push_back(&xs[l]);
+    y.push_back(&ys[l]);
+  }
+  TrainOptions o;
+  o.epochs = 6;
+  o.patience = 1;
+  o.seed = 9;
+  int calls = 0;
+  o.on_epoch = [&calls](int, int, double loss) {
+    ++calls;
+    EXPECT_TRUE(std::isfinite(loss));
+  };
+  auto one = FastTrain(specs, x, y, init, o, 1);
+  ASSERT_TRUE(one.ok()) << one.status();
+  const int calls_one = calls;
+  calls = 0;
+  auto three = FastTrain(specs, x, y, init, o, 3);
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_EQ(calls, calls_one);
+  EXPECT_EQ(calls, one->reports[0].epochs_run);
+  for (std::size_t l = 0; l < specs.size(); ++l) {
+    SCOPED_TRACE(specs[l].Canonical());
+    EXPECT_EQ(one->params[l].data, three->params[l].data);
+    EXPECT_NE(one->params[l].data, init[l].data);
+    EXPECT_EQ(one->reports[l].validation_loss, three->reports[l].validation_loss);
+    EXPECT_EQ(one->reports[l].train_loss, three->reports[l].train_loss);
+    EXPECT_EQ(one->reports[l].epochs_run, three->reports[l].epochs_run);
+  }
+  // Without an early stop, a link trained in the group ends where it ends trained alone.
+  o.patience = o.epochs + 1;
+  auto group = FastTrain(specs, x, y, init, o, 2);
+  ASSERT_TRUE(group.ok()) << group.status();
+  for (std::size_t l : {std::size_t{0}, std::size_t{7}, specs.size() - 1}) {
+    auto alone = FastTrain({specs[l]}, {x[l]}, {y[l]}, {init[l]}, o, 1);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ(alone->params[0].data, group->params[l].data) << specs[l].Canonical();
+    EXPECT_EQ(alone->reports[0].epochs_run, 6);
   }
 }
 

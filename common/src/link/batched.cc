@@ -1,9 +1,7 @@
 #include "mlink/link/batched.h"
 
 #include <algorithm>
-#include <atomic>
 #include <map>
-#include <mutex>
 #include <thread>
 
 #include "link/dense_mlp.h"
@@ -67,8 +65,9 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
     groups[static_cast<int>(internal::ArchOf(s))].push_back(p);
   }
   std::vector<PairwiseResult> results(pairs.size());
+  const int threads =
+      options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::Device device(torch::kCPU);
-  std::mutex progress_mu;  // the progress callback is never called concurrently
   // Without dropout a group trains on the torch-free trainer (the same computation without
   // LibTorch's per-op overhead), from the same initial parameters.
   auto train_group_fast = [&](const std::vector<LinkSpec>& gs, const std::vector<const Column*>& xs,
@@ -81,7 +80,7 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
     } catch (const std::exception& e) {
       return Status::Internal(std::string("creating stacked links: ") + e.what());
     }
-    MLINK_ASSIGN_OR_RETURN(auto trained, internal::FastTrain(gs, xs, ys, std::move(init), train));
+    MLINK_ASSIGN_OR_RETURN(auto trained, internal::FastTrain(gs, xs, ys, std::move(init), train, threads));
     for (std::size_t m = 0; m < members.size(); ++m) {
       std::size_t p = members[m];
       MLINK_ASSIGN_OR_RETURN(auto link, Link::Create(gs[m], 1));
@@ -111,8 +110,7 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
     if (options.progress) {
       std::string arch_name = gs[0].ArchName();
       int count = static_cast<int>(gs.size());
-      train.on_epoch = [&options, &progress_mu, arch_name, count](int epoch, int epochs, double loss) {
-        std::lock_guard<std::mutex> lock(progress_mu);
+      train.on_epoch = [&options, arch_name, count](int epoch, int epochs, double loss) {
         options.progress(arch_name, count, epoch, epochs, loss);
       };
     }
@@ -145,38 +143,18 @@ Result<std::vector<PairwiseResult>> TrainPairwise(const std::vector<ModelOutputS
     }
     return Status::Ok();
   };
-  // The groups are independent: train them on a few threads, the LSTM groups (the costly ones)
-  // first. Each group's result is the same whichever thread trains it.
-  std::vector<std::pair<int, const std::vector<std::size_t>*>> jobs;
-  for (const auto& [arch, members] : groups) jobs.emplace_back(arch, &members);
-  std::stable_sort(jobs.begin(), jobs.end(), [](const auto& a, const auto& b) {
-    auto cost = [](int arch) { return arch == static_cast<int>(internal::Arch::kVec2Vec) ? 0 : 1; };
-    return cost(a.first) > cost(b.first);
-  });
-  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (options.dropout > 0) threads = 1;  // dropout masks come from torch's one global generator
-  std::vector<Status> job_status(jobs.size());
-  std::atomic<std::size_t> next{0};
-  auto worker = [&] {
-    for (std::size_t j = next++; j < jobs.size(); j = next++) {
-      try {
-        job_status[j] = train_group(*jobs[j].second);
-      } catch (const std::exception& e) {  // nothing may leave a worker thread
-        job_status[j] = Status::Internal(std::string("pairwise training: ") + e.what());
-      }
+  // The groups train one after another, the links of a group on `threads` threads (the torch-free
+  // trainer; with dropout, one thread: the masks come from torch's one global generator). Each
+  // link's result is the same whichever thread trains it.
+  for (const auto& [arch, members] : groups) {
+    Status st = Status::Ok();
+    try {
+      st = train_group(members);
+    } catch (const std::exception& e) {
+      st = Status::Internal(std::string("pairwise training: ") + e.what());
     }
-  };
-  std::vector<std::thread> pool;
-  try {
-    for (int t = 1; t < std::min<int>(threads, static_cast<int>(jobs.size())); ++t) pool.emplace_back(worker);
-  } catch (const std::exception& e) {
-    next = jobs.size();
-    for (auto& th : pool) th.join();
-    return Status::Internal(std::string("pairwise training: starting threads: ") + e.what());
+    MLINK_RETURN_IF_ERROR(st);
   }
-  worker();
-  for (auto& th : pool) th.join();
-  for (const auto& st : job_status) MLINK_RETURN_IF_ERROR(st);
   return results;
 }
 

@@ -1,6 +1,7 @@
 #include "link/fast_train.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +12,8 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
+#include <atomic>
 
 namespace mlink::link::internal {
 
@@ -78,17 +81,201 @@ MLINK_INLINE void Apply(float* p, int n) {
 }
 // Each kernel twice: for AVX2 (one register per 8 floats) and for any x86-64 (two SSE
 // registers), chosen once at run time. No FMA contraction in either (ISO C++ mode), so both
-// give the same bits.
+// give the same bits (the matrix products do not: an FMA kernel on AVX2 machines, BLAS elsewhere).
 __attribute__((target("avx2"))) void ExpAvx2(float* p, int n) { Apply<Exp>(p, n); }
-__attribute__((target("avx2"))) void SigmoidAvx2(float* p, int n) { Apply<Sigmoid8>(p, n); }
 __attribute__((target("avx2"))) void TanhAvx2(float* p, int n) { Apply<Tanh8>(p, n); }
 void ExpBase(float* p, int n) { Apply<Exp>(p, n); }
-void SigmoidBase(float* p, int n) { Apply<Sigmoid8>(p, n); }
 void TanhBase(float* p, int n) { Apply<Tanh8>(p, n); }
 const bool kAvx2 = __builtin_cpu_supports("avx2");
 void ExpN(float* p, int n) { kAvx2 ? ExpAvx2(p, n) : ExpBase(p, n); }
-void SigmoidN(float* p, int n) { kAvx2 ? SigmoidAvx2(p, n) : SigmoidBase(p, n); }
 void TanhN(float* p, int n) { kAvx2 ? TanhAvx2(p, n) : TanhBase(p, n); }
+
+// k of 8 lanes (k in 1..8); the other lanes read as zero and are not written.
+MLINK_INLINE V8 LoadN(const float* p, int k) {
+  if (k == 8) return Load(p);
+  V8 v{};
+  std::memcpy(&v, p, sizeof(float) * k);
+  return v;
+}
+MLINK_INLINE void StoreN(float* p, V8 v, int k) {
+  if (k == 8) return Store(p, v);
+  std::memcpy(p, &v, sizeof(float) * k);
+}
+
+// One LSTM step's cells for `rows` rows, fused (the same element-wise functions, each operation
+// in the order of the scalar formulas): gates [rows x 4hl] hold the pre-activations and get
+// the activations (i, f, g, o); c [rows x hl] becomes the new cell, tc its tanh, h and hout
+// the new hidden state.
+MLINK_INLINE void CellForward(float* gates, float* c, float* tc, float* h, float* hout, int rows, int hl) {
+  for (int r = 0; r < rows; ++r) {
+    float* g = gates + static_cast<std::size_t>(r) * 4 * hl;
+    const std::size_t at = static_cast<std::size_t>(r) * hl;
+    for (int j = 0; j < hl; j += 8) {
+      const int k = std::min(8, hl - j);
+      const V8 i = Sigmoid8(LoadN(g + j, k)), f = Sigmoid8(LoadN(g + hl + j, k));
+      const V8 gg = Tanh8(LoadN(g + 2 * hl + j, k)), o = Sigmoid8(LoadN(g + 3 * hl + j, k));
+      StoreN(g + j, i, k);
+      StoreN(g + hl + j, f, k);
+      StoreN(g + 2 * hl + j, gg, k);
+      StoreN(g + 3 * hl + j, o, k);
+      const V8 cn = f * LoadN(c + at + j, k) + i * gg;
+      StoreN(c + at + j, cn, k);
+      const V8 t = Tanh8(cn);
+      StoreN(tc + at + j, t, k);
+      const V8 hv = o * t;
+      StoreN(h + at + j, hv, k);
+      StoreN(hout + at + j, hv, k);
+    }
+  }
+}
+
+// Its backward pass for one step: from the activations (gates), tanh(c) (tc), the previous
+// cell (cprev), d h (dh, plus dout when given) and d c (dc, updated to d c_prev), the gate
+// pre-activation gradients dg [rows x 4hl].
+MLINK_INLINE void CellBackward(const float* gates, const float* tc, const float* cprev, const float* dh,
+                               const float* dout, float* dc, float* dg, int rows, int hl) {
+  for (int r = 0; r < rows; ++r) {
+    const std::size_t g4 = static_cast<std::size_t>(r) * 4 * hl, at = static_cast<std::size_t>(r) * hl;
+    const float* gr = gates + g4;
+    float* d = dg + g4;
+    for (int j = 0; j < hl; j += 8) {
+      const int k = std::min(8, hl - j);
+      const V8 i = LoadN(gr + j, k), f = LoadN(gr + hl + j, k), g = LoadN(gr + 2 * hl + j, k);
+      const V8 og = LoadN(gr + 3 * hl + j, k), tcv = LoadN(tc + at + j, k);
+      V8 dhv = LoadN(dh + at + j, k);
+      if (dout) dhv += LoadN(dout + at + j, k);
+      const V8 dcv = LoadN(dc + at + j, k) + dhv * og * (1.0f - tcv * tcv);
+      StoreN(d + j, dcv * g * (i * (1.0f - i)), k);
+      StoreN(d + hl + j, dcv * LoadN(cprev + at + j, k) * (f * (1.0f - f)), k);
+      StoreN(d + 2 * hl + j, dcv * i * (1.0f - g * g), k);
+      StoreN(d + 3 * hl + j, dhv * tcv * (og * (1.0f - og)), k);
+      StoreN(dc + at + j, dcv * f, k);
+    }
+  }
+}
+__attribute__((target("avx2"))) void CellForwardAvx2(float* gates, float* c, float* tc, float* h, float* hout, int rows,
+                                                     int hl) {
+  CellForward(gates, c, tc, h, hout, rows, hl);
+}
+void CellForwardBase(float* gates, float* c, float* tc, float* h, float* hout, int rows, int hl) {
+  CellForward(gates, c, tc, h, hout, rows, hl);
+}
+__attribute__((target("avx2"))) void CellBackwardAvx2(const float* gates, const float* tc, const float* cprev,
+                                                      const float* dh, const float* dout, float* dc, float* dg,
+                                                      int rows, int hl) {
+  CellBackward(gates, tc, cprev, dh, dout, dc, dg, rows, hl);
+}
+void CellBackwardBase(const float* gates, const float* tc, const float* cprev, const float* dh, const float* dout,
+                      float* dc, float* dg, int rows, int hl) {
+  CellBackward(gates, tc, cprev, dh, dout, dc, dg, rows, hl);
+}
+const auto CellForwardN = kAvx2 ? CellForwardAvx2 : CellForwardBase;
+const auto CellBackwardN = kAvx2 ? CellBackwardAvx2 : CellBackwardBase;
+
+// ------------------------------------------------------------------ matrix products
+
+// The products here are small (tens of rows, at most a few hundred columns), where BLAS spends
+// much of its time packing its operands. On AVX2+FMA machines they run on a kernel that reads
+// the operands in place: C row blocks of MR rows x 16 columns held in registers, op(A) broadcast
+// one element at a time, B rows loaded as they are. Elsewhere (and for large products) BLAS.
+// One tile of C: MR (<= 6) rows x (16 columns, or 8 with the masked ones left alone). The
+// accumulators are named variables (arrays of them end up on the stack).
+template <int MR, bool TA, bool W16>
+__attribute__((target("avx2,fma"))) void KernelTile(int k, const float* a, int lda, const float* b, int ldb,
+                                                    float beta, float* c, int ldc, __m256i mask) {
+  __m256 x00 = _mm256_setzero_ps(), x01 = x00, x10 = x00, x11 = x00, x20 = x00, x21 = x00;
+  __m256 x30 = x00, x31 = x00, x40 = x00, x41 = x00, x50 = x00, x51 = x00;
+  const std::size_t sr = TA ? 1 : static_cast<std::size_t>(lda), sp = TA ? static_cast<std::size_t>(lda) : 1;
+#define MLINK_TILE_ROW(r)                                                 \
+  if (MR > r) {                                                           \
+    const __m256 av = _mm256_broadcast_ss(ap + r * sr);                   \
+    x##r##0 = _mm256_fmadd_ps(av, b0, x##r##0);                           \
+    if (W16) x##r##1 = _mm256_fmadd_ps(av, b1, x##r##1);                  \
+  }
+  const float* ap = a;
+  for (int p = 0; p < k; ++p, b += ldb, ap += sp) {
+    const __m256 b0 = W16 ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, mask);
+    const __m256 b1 = W16 ? _mm256_loadu_ps(b + 8) : b0;
+    MLINK_TILE_ROW(0)
+    MLINK_TILE_ROW(1)
+    MLINK_TILE_ROW(2)
+    MLINK_TILE_ROW(3)
+    MLINK_TILE_ROW(4)
+    MLINK_TILE_ROW(5)
+  }
+#undef MLINK_TILE_ROW
+  const __m256 vbeta = _mm256_set1_ps(beta);
+  const bool keep = beta != 0.0f;
+#define MLINK_TILE_STORE(r)                                                                  \
+  if (MR > r) {                                                                              \
+    float* cr = c + static_cast<std::size_t>(r) * ldc;                                       \
+    if (W16) {                                                                               \
+      if (keep) {                                                                            \
+        x##r##0 = _mm256_fmadd_ps(vbeta, _mm256_loadu_ps(cr), x##r##0);                      \
+        x##r##1 = _mm256_fmadd_ps(vbeta, _mm256_loadu_ps(cr + 8), x##r##1);                  \
+      }                                                                                      \
+      _mm256_storeu_ps(cr, x##r##0);                                                         \
+      _mm256_storeu_ps(cr + 8, x##r##1);                                                     \
+    } else {                                                                                 \
+      if (keep) x##r##0 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(cr, mask), x##r##0);     \
+      _mm256_maskstore_ps(cr, mask, x##r##0);                                                \
+    }                                                                                        \
+  }
+  MLINK_TILE_STORE(0)
+  MLINK_TILE_STORE(1)
+  MLINK_TILE_STORE(2)
+  MLINK_TILE_STORE(3)
+  MLINK_TILE_STORE(4)
+  MLINK_TILE_STORE(5)
+#undef MLINK_TILE_STORE
+}
+
+// All row blocks of one column panel (so the panel of B stays in L1 across them).
+template <bool TA, bool W16>
+__attribute__((target("avx2,fma"))) void KernelPanel(int m, int k, const float* a, int lda, const float* b, int ldb,
+                                                     float beta, float* c, int ldc, __m256i mask) {
+  constexpr int kRows = 6;
+  auto at = [&](int i) { return TA ? a + i : a + static_cast<std::size_t>(i) * lda; };
+  int i = 0;
+  for (; i + kRows <= m; i += kRows) {
+    KernelTile<kRows, TA, W16>(k, at(i), lda, b, ldb, beta, c + static_cast<std::size_t>(i) * ldc, ldc, mask);
+  }
+  float* ci = c + static_cast<std::size_t>(i) * ldc;
+  switch (m - i) {
+    case 5: KernelTile<5, TA, W16>(k, at(i), lda, b, ldb, beta, ci, ldc, mask); break;
+    case 4: KernelTile<4, TA, W16>(k, at(i), lda, b, ldb, beta, ci, ldc, mask); break;
+    case 3: KernelTile<3, TA, W16>(k, at(i), lda, b, ldb, beta, ci, ldc, mask); break;
+    case 2: KernelTile<2, TA, W16>(k, at(i), lda, b, ldb, beta, ci, ldc, mask); break;
+    case 1: KernelTile<1, TA, W16>(k, at(i), lda, b, ldb, beta, ci, ldc, mask); break;
+    default: break;
+  }
+}
+
+template <bool TA>
+__attribute__((target("avx2,fma"))) void KernelGemm(int m, int n, int k, const float* a, int lda, const float* b,
+                                                    int ldb, float beta, float* c, int ldc) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) KernelPanel<TA, true>(m, k, a, lda, b + j, ldb, beta, c + j, ldc, lanes);
+  for (; j < n; j += 8) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(std::min(8, n - j)), lanes);
+    KernelPanel<TA, false>(m, k, a, lda, b + j, ldb, beta, c + j, ldc, mask);
+  }
+}
+
+// out [cols x rows] = in [rows x cols] (row stride ld) transposed, 8 rows of `in` at a time
+// (so the writes are runs of 8).
+void Transpose(const float* in, int rows, int cols, int ld, float* out) {
+  for (int q0 = 0; q0 < rows; q0 += 8) {
+    const int qn = std::min(8, rows - q0);
+    for (int p = 0; p < cols; ++p) {
+      float* to = out + static_cast<std::size_t>(p) * rows + q0;
+      for (int q = 0; q < qn; ++q) to[q] = in[static_cast<std::size_t>(q0 + q) * ld + p];
+    }
+  }
+}
+
+const bool kKernel = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
 // C = beta * C + op(A) op(B), row-major; A is M x K (or K x M transposed), B is K x N (or N x K).
 void Gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float beta,
@@ -100,8 +287,24 @@ void Gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const 
     }
     return;
   }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, b,
-              ldb, beta, c, ldc);
+  const double macs = static_cast<double>(m) * n * k;
+  if (!kKernel || macs > 16e6 || (tb && m < 8)) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda,
+                b, ldb, beta, c, ldc);
+    return;
+  }
+  if (tb) {  // B given as N x K: the kernel reads it as K x N (costs 1/M of the product)
+    thread_local std::vector<float> bt;
+    bt.resize(static_cast<std::size_t>(k) * n);
+    Transpose(b, n, k, ldb, bt.data());
+    b = bt.data();
+    ldb = n;
+  }
+  if (ta) {
+    KernelGemm<true>(m, n, k, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    KernelGemm<false>(m, n, k, a, lda, b, ldb, beta, c, ldc);
+  }
 }
 
 // Every row of out [rows x n] = bias.
@@ -344,7 +547,7 @@ struct Lstm {
   int positions = 0;
   std::vector<int32_t> tok;  // input token per position
   std::vector<float> table, gates, hprev, cprev, tc, hout;
-  std::vector<float> h, c, dh, dc, dg, dt;
+  std::vector<float> h, c, dh, dc, dg, dt, wht;
 
   // lens sorted descending; positions are then filled by the caller through tok.
   void Plan(const std::vector<int>& lens) {
@@ -384,22 +587,8 @@ struct Lstm {
       Gemm(false, false, nt, g4, hl, h.data(), hl, wh, g4, 1.0f, g, g4);
       std::memcpy(hprev.data() + static_cast<std::size_t>(o) * hl, h.data(), sizeof(float) * nt * hl);
       std::memcpy(cprev.data() + static_cast<std::size_t>(o) * hl, c.data(), sizeof(float) * nt * hl);
-      for (int r = 0; r < nt; ++r) {
-        float* row = g + static_cast<std::size_t>(r) * g4;
-        SigmoidN(row, 2 * hl);
-        TanhN(row + 2 * hl, hl);
-        SigmoidN(row + 3 * hl, hl);
-        float* cr = c.data() + static_cast<std::size_t>(r) * hl;
-        float* tcr = tc.data() + (static_cast<std::size_t>(o) + r) * hl;
-        for (int j = 0; j < hl; ++j) {
-          cr[j] = row[hl + j] * cr[j] + row[j] * row[2 * hl + j];
-          tcr[j] = cr[j];
-        }
-        TanhN(tcr, hl);
-        float* hr = h.data() + static_cast<std::size_t>(r) * hl;
-        float* out = hout.data() + (static_cast<std::size_t>(o) + r) * hl;
-        for (int j = 0; j < hl; ++j) out[j] = hr[j] = row[3 * hl + j] * tcr[j];
-      }
+      CellForwardN(g, c.data(), tc.data() + static_cast<std::size_t>(o) * hl, h.data(),
+                   hout.data() + static_cast<std::size_t>(o) * hl, nt, hl);
     }
   }
 
@@ -410,32 +599,15 @@ struct Lstm {
                 float* gwh, float* gb) {
     const int g4 = 4 * hl;
     dg.resize(static_cast<std::size_t>(positions) * g4);
+    // d h = d gates x Wh^T at every step: Wh^T [4hl x hl] taken once.
+    wht.resize(static_cast<std::size_t>(hl) * g4);
+    Transpose(wh, hl, g4, g4, wht.data());
     for (int t = static_cast<int>(n.size()) - 1; t >= 0; --t) {
       const int nt = n[t], o = off[t];
-      for (int r = 0; r < nt; ++r) {
-        const std::size_t p = static_cast<std::size_t>(o) + r;
-        const float* gr = gates.data() + p * g4;
-        const float* tcr = tc.data() + p * hl;
-        const float* cp = cprev.data() + p * hl;
-        float* dhr = dh.data() + static_cast<std::size_t>(r) * hl;
-        float* dcr = dc.data() + static_cast<std::size_t>(r) * hl;
-        if (dout) {
-          const float* dor = dout + p * hl;
-          for (int j = 0; j < hl; ++j) dhr[j] += dor[j];
-        }
-        float* d = dg.data() + p * g4;
-        for (int j = 0; j < hl; ++j) {
-          const float i = gr[j], f = gr[hl + j], g = gr[2 * hl + j], og = gr[3 * hl + j], tcv = tcr[j];
-          const float dhv = dhr[j];
-          const float dcv = dcr[j] + dhv * og * (1.0f - tcv * tcv);
-          d[j] = dcv * g * (i * (1.0f - i));
-          d[hl + j] = dcv * cp[j] * (f * (1.0f - f));
-          d[2 * hl + j] = dcv * i * (1.0f - g * g);
-          d[3 * hl + j] = dhv * tcv * (og * (1.0f - og));
-          dcr[j] = dcv * f;
-        }
-      }
-      Gemm(false, true, nt, hl, g4, dg.data() + static_cast<std::size_t>(o) * g4, g4, wh, g4, 0.0f, dh.data(), hl);
+      const std::size_t po = static_cast<std::size_t>(o);
+      CellBackwardN(gates.data() + po * g4, tc.data() + po * hl, cprev.data() + po * hl, dh.data(),
+                    dout ? dout + po * hl : nullptr, dc.data(), dg.data() + po * g4, nt, hl);
+      Gemm(false, false, nt, hl, g4, dg.data() + static_cast<std::size_t>(o) * g4, g4, wht.data(), hl, 0.0f, dh.data(), hl);
     }
     Gemm(true, false, hl, g4, positions, hprev.data(), hl, dg.data(), g4, 1.0f, gwh, g4);
     dt.assign(static_cast<std::size_t>(vocab) * g4, 0.0f);
@@ -889,24 +1061,54 @@ class Net {
   int slots_ = 1;
 };
 
-// torch.optim.RMSprop defaults (alpha 0.99, eps 1e-8, no momentum, not centred).
-// Zeroes the gradient for the next step.
-void RmspropStep(std::vector<float>* params, std::vector<float>* grad, std::vector<float>* square_avg, float lr) {
-  const float alpha = 0.99f, one_minus = static_cast<float>(1.0 - 0.99), eps = 1e-8f;
-  float* p = params->data();
-  float* sq = square_avg->data();
-  float* g = grad->data();
-  const std::size_t n = params->size();
-  for (std::size_t i = 0; i < n; ++i) {
-    sq[i] = sq[i] * alpha + one_minus * g[i] * g[i];
-    p[i] = p[i] + -lr * (g[i] / (std::sqrt(sq[i]) + eps));
-    g[i] = 0.0f;
+// torch.optim.RMSprop defaults (alpha 0.99, eps 1e-8, no momentum, not centred), 8 parameters
+// at a time. Square root and division are correctly rounded in every lane, so each parameter
+// gets the bits the scalar loop gives. Zeroes the gradient for the next step.
+// The body for one instruction set: SQRT8(v) is its 8-lane square root.
+#define MLINK_RMSPROP_BODY(SQRT8)                                                    \
+  const float alpha = 0.99f, one_minus = static_cast<float>(1.0 - 0.99), eps = 1e-8f; \
+  std::size_t i = 0;                                                                  \
+  for (; i + 8 <= n; i += 8) {                                                        \
+    const V8 gv = Load(g + i);                                                        \
+    const V8 s = Load(sq + i) * alpha + one_minus * gv * gv;                          \
+    Store(sq + i, s);                                                                 \
+    Store(p + i, Load(p + i) + -lr * (gv / (SQRT8(s) + eps)));                        \
+    Store(g + i, V8{});                                                               \
+  }                                                                                   \
+  for (; i < n; ++i) {                                                                \
+    sq[i] = sq[i] * alpha + one_minus * g[i] * g[i];                                  \
+    p[i] = p[i] + -lr * (g[i] / (std::sqrt(sq[i]) + eps));                            \
+    g[i] = 0.0f;                                                                      \
   }
+
+#define MLINK_SQRT_AVX(v) ((V8)_mm256_sqrt_ps((__m256)(v)))
+__attribute__((target("avx2"))) void RmspropAvx2(float* p, float* sq, float* g, std::size_t n, float lr) {
+  MLINK_RMSPROP_BODY(MLINK_SQRT_AVX)
+}
+MLINK_INLINE V8 SqrtSse(V8 x) {
+  __m128 half[2];
+  std::memcpy(half, &x, sizeof x);
+  half[0] = _mm_sqrt_ps(half[0]);
+  half[1] = _mm_sqrt_ps(half[1]);
+  std::memcpy(&x, half, sizeof x);
+  return x;
+}
+void RmspropBase(float* p, float* sq, float* g, std::size_t n, float lr) { MLINK_RMSPROP_BODY(SqrtSse) }
+#undef MLINK_SQRT_AVX
+#undef MLINK_RMSPROP_BODY
+
+void RmspropStep(std::vector<float>* params, std::vector<float>* grad, std::vector<float>* square_avg, float lr) {
+  (kAvx2 ? RmspropAvx2 : RmspropBase)(params->data(), square_avg->data(), grad->data(), params->size(), lr);
 }
 
 }  // namespace
 
 bool FastTrainable(const LinkSpec& spec) { return spec.dropout <= 0; }
+
+void SmallGemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float beta,
+               float* c, int ldc) {
+  Gemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+}
 
 Result<double> FastLossAndGrad(const LinkSpec& spec, const FlatParams& params, const Column& x, const Column& y,
                                const std::vector<std::size_t>& rows, std::vector<float>* grad) {
@@ -926,7 +1128,7 @@ Result<double> FastLossAndGrad(const LinkSpec& spec, const FlatParams& params, c
 
 Result<FastTrainResult> FastTrain(const std::vector<LinkSpec>& specs, const std::vector<const Column*>& x,
                                   const std::vector<const Column*>& y, std::vector<FlatParams> init,
-                                  const TrainOptions& o) {
+                                  const TrainOptions& o, int threads) {
   if (o.epochs < 1 || o.batch_size < 1 || !(o.learning_rate > 0) || o.validation_share < 0 ||
       o.validation_share >= 1) {
     return Status::InvalidArgument("train options: epochs >= 1, batch_size >= 1, learning_rate > 0 and "
@@ -965,19 +1167,51 @@ Result<FastTrainResult> FastTrain(const std::vector<LinkSpec>& specs, const std:
   }
   const float lr = static_cast<float>(o.learning_rate);
   const int64_t nt = static_cast<int64_t>(train_idx.size());
-  std::vector<int64_t> batch;
+  std::vector<std::vector<int64_t>> batches;
+  std::vector<double> sum(links), val(links);
+  // One epoch of link l: its mini-batch steps, then its validation loss. Links share nothing
+  // but the (read-only) batches, so they may run on different threads.
+  auto epoch_of = [&](std::size_t l) {
+    sum[l] = 0;
+    for (const auto& batch : batches) {
+      const double loss = nets[l].Run(data[l], batch, true);
+      RmspropStep(&nets[l].params(), &nets[l].grad(), &square[l], lr);
+      sum[l] += loss * static_cast<double>(batch.size());
+    }
+    if (n_val > 0) val[l] = nets[l].Run(data[l], val_idx, false);
+  };
+  const int workers = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(1, threads)), links));
   int epoch = 0;
   for (; epoch < o.epochs; ++epoch) {
     std::shuffle(train_idx.begin(), train_idx.end(), rng);
-    std::vector<double> sum(links, 0);
+    batches.clear();
     for (int64_t start = 0; start < nt; start += o.batch_size) {
-      const int64_t len = std::min<int64_t>(o.batch_size, nt - start);
-      batch.assign(train_idx.begin() + start, train_idx.begin() + start + len);
-      for (std::size_t l = 0; l < links; ++l) {
-        const double loss = nets[l].Run(data[l], batch, true);
-        RmspropStep(&nets[l].params(), &nets[l].grad(), &square[l], lr);
-        sum[l] += loss * static_cast<double>(len);
+      batches.emplace_back(train_idx.begin() + start, train_idx.begin() + std::min<int64_t>(nt, start + o.batch_size));
+    }
+    if (workers <= 1) {
+      for (std::size_t l = 0; l < links; ++l) epoch_of(l);
+    } else {
+      std::atomic<std::size_t> next{0};
+      std::atomic<bool> failed{false};
+      auto work = [&] {
+        try {
+          for (std::size_t l = next++; l < links; l = next++) epoch_of(l);
+        } catch (const std::exception&) {  // (allocation) nothing may leave a worker thread
+          failed = true;
+          next = links;
+        }
+      };
+      std::vector<std::thread> pool;
+      try {
+        for (int t = 1; t < workers; ++t) pool.emplace_back(work);
+      } catch (const std::exception& e) {
+        next = links;
+        for (auto& th : pool) th.join();
+        return Status::Internal(std::string("fast training: starting threads: ") + e.what());
       }
+      work();
+      for (auto& th : pool) th.join();
+      if (failed) return Status::Internal("fast training: a training thread failed (out of memory?)");
     }
     double mean = 0;
     for (std::size_t l = 0; l < links; ++l) mean += last_train[l] = sum[l] / static_cast<double>(nt);
@@ -985,7 +1219,7 @@ Result<FastTrainResult> FastTrain(const std::vector<LinkSpec>& specs, const std:
     if (n_val == 0) continue;
     bool all_bad = true;
     for (std::size_t l = 0; l < links; ++l) {
-      const float v = static_cast<float>(nets[l].Run(data[l], val_idx, false));
+      const float v = static_cast<float>(val[l]);
       if (v < best_val[l]) {
         best_val[l] = v;
         bad[l] = 0;

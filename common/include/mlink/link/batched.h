@@ -33,13 +33,12 @@ struct PairwiseOptions {
   int embed_dim = 32;
   int lstm_hidden = 64;
   std::vector<std::pair<int, int>> pairs;
-  // Groups trained at the same time, each on its own thread (0 = one per hardware thread). The
-  // results do not depend on it (with dropout the groups train one after another, their masks
-  // coming from one global generator). Each group's ops also use LibTorch's intra-op threads.
-  // One by default: on a machine that is busy with other work, concurrent groups measured slower.
+  // Threads for training (0 = one per hardware thread): the links of a group are split across
+  // them every epoch. The results do not depend on it; with dropout (LibTorch path) training
+  // runs on one thread, the masks coming from torch's one global generator.
   int threads = 1;
-  // Progress: called after every epoch of each stacked group (architecture name, links in it);
-  // from the training threads, one call at a time.
+  // Progress: called after every epoch of each group (architecture name, links in it), on the
+  // calling thread.
   std::function<void(const std::string& arch, int links, int epoch, int epochs, double train_loss)> progress;
 };
 

@@ -40,7 +40,7 @@ Status LinkServing::AddEnsemble(int j, std::vector<std::unique_ptr<link::Link>> 
 
 Result<std::unique_ptr<LinkServing>> LinkServing::Train(const std::vector<ModelInfo>& models,
                                                         const std::vector<link::Column>& outputs,
-                                                        const link::TrainOptions& options) {
+                                                        const link::TrainOptions& options, int threads) {
   const int k = static_cast<int>(models.size());
   if (k < 2) return Status::InvalidArgument("link serving needs at least 2 models, got " + std::to_string(k));
   if (static_cast<int>(outputs.size()) != k) return Status::InvalidArgument("link serving: one output column per model expected");
@@ -48,6 +48,7 @@ Result<std::unique_ptr<LinkServing>> LinkServing::Train(const std::vector<ModelI
   for (const auto& m : models) specs.push_back({m.format, m.task});
   link::PairwiseOptions po;
   po.train = options;
+  po.threads = threads;
   MLINK_ASSIGN_OR_RETURN(auto pairs, link::TrainPairwise(specs, outputs, po));
   std::map<std::pair<int, int>, std::unique_ptr<link::Link>> by_pair;
   for (auto& p : pairs) by_pair[{p.source, p.target}] = std::move(p.link);

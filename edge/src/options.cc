@@ -56,6 +56,7 @@ Result<EdgeOptions> FromConfig(config::Section root) {
   serving.Optional("scheduler", &s.scheduler, {"marginal_gain", "activation_probability"});
   serving.Optional("ensemble_gain", &s.ensemble_gain, 0.0, 1.0);
   serving.Optional("link_epochs", &s.link_epochs, 1, 10000);
+  serving.Optional("link_threads", &s.link_threads, 0, 1024);
   serving.Optional("cost_ema", &s.cost_ema, 0.01, 1.0);
   serving.Optional("sink", &s.sink);
   if (s.sink != "-") serving.OptionalPath("sink", &s.sink);  // files are relative to the config

@@ -111,13 +111,14 @@ Status Site::Bootstrap(const std::vector<std::vector<ModelOutput>>& rows) {
   t.epochs = options_.serving.link_epochs;
   auto cols = Columns(infos_, rows);
   auto start = Clock::now();
-  MLINK_ASSIGN_OR_RETURN(auto trained, LinkServing::Train(infos_, cols, t));
+  MLINK_ASSIGN_OR_RETURN(auto trained, LinkServing::Train(infos_, cols, t, options_.serving.link_threads));
   serving_ = std::move(trained);
   learner_->SetServing(serving_);
   MLINK_ASSIGN_OR_RETURN(performance_, serving_->LinkPerformance(cols));
   performance_known_ = true;
   MLOG_INFO("edge", "links trained").Kv("site", options_.site).Kv("frames", rows.size())
-      .Kv("links", infos_.size() * (infos_.size() - 1)).Kv("seconds", Ms(start, Clock::now()) / 1000);
+      .Kv("links", infos_.size() * (infos_.size() - 1)).Kv("threads", options_.serving.link_threads)
+      .Kv("seconds", Ms(start, Clock::now()) / 1000);
   return Reselect();
 }
 

@@ -134,6 +134,23 @@ TEST(OptionsTest, ShippedEdgeConfigsFederateAndSample) {
   EXPECT_DOUBLE_EQ(o->learning.sampling.budget, 0.1);
 }
 
+TEST(OptionsTest, LinkTrainingThreadsAreReadAndChecked) {
+  auto shipped = edge::LoadEdgeOptions(std::string(MLINK_SOURCE_DIR) + "/configs/edge-site-a.yaml");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
+  EXPECT_EQ(shipped->serving.link_threads, 1);  // the default: training shares the machine with serving
+  const std::string head = "site: s\nmodels:\n  - {name: m, kind: hog}\n  - {name: n, kind: mog2}\n";
+  auto two = edge::ParseEdgeOptions(head + "serving: {link_threads: 2}\n", "two.yaml");
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->serving.link_threads, 2);
+  auto all = edge::ParseEdgeOptions(head + "serving: {link_threads: 0}\n", "all.yaml");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->serving.link_threads, 0);
+  auto bad = edge::ParseEdgeOptions(head + "serving: {link_threads: -1}\n", "bad.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("bad.yaml"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("link_threads"), std::string::npos) << bad.status();
+}
+
 TEST(OptionsTest, BadLearningConfigNamesEveryProblem) {
   std::string p = WriteTemp("learn.yaml",
                             "site: s\n"

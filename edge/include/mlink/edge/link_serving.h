@@ -20,11 +20,12 @@ link::Column OneRow(const ModelInfo& info, const ModelOutput& output);
 
 class LinkServing {
  public:
-  // Trains all pairwise links (stacked, see link/batched.h) and each target's ensemble weights on
-  // aligned outputs (outputs[i] is model i's column).
+  // Trains all pairwise links (see link/batched.h; their training split across `threads`
+  // threads, 0 = one per core) and each target's ensemble weights on aligned outputs
+  // (outputs[i] is model i's column).
   static Result<std::unique_ptr<LinkServing>> Train(const std::vector<ModelInfo>& models,
                                                     const std::vector<link::Column>& outputs,
-                                                    const link::TrainOptions& options);
+                                                    const link::TrainOptions& options, int threads = 1);
   // Online training: continues from this serving's links (each cloned, then trained on the new
   // aligned outputs; jointly with a loss-prediction module when `loss_prediction`), then
   // re-trains every ensemble's weights. This object is untouched; serving swaps in the result.

@@ -21,6 +21,9 @@ struct ServingOptions {
   std::string scheduler = "marginal_gain";  // or "activation_probability" (the paper's rule)
   double ensemble_gain = 0.02;   // scheduler's estimate of the gain of each extra source
   int link_epochs = 100;         // link training epochs (early stopping on validation)
+  // Threads for training the links (0 = one per core). One by default: training shares the
+  // machine with serving. The trained links are the same bit for bit for any count.
+  int link_threads = 1;
   double cost_ema = 0.3;         // weight of a new latency/performance measurement
   std::string sink = "-";        // JSON lines: "-" = stdout, else a file (appended)
 };

@@ -691,7 +691,7 @@ struct Learner::Impl {
       protocol::ClientOptions co;
       co.endpoint = f.endpoint;
       co.tls = {f.ca_file, f.cert_file, f.key_file};
-      co.connect_timeout_s = 10;
+      co.connect_timeout_s = f.connect_timeout_s;
       co.idle_timeout_s = f.idle_timeout_s;
       auto closed = std::make_shared<std::atomic<bool>>(false);
       auto c = protocol::Client::Connect(

@@ -42,6 +42,7 @@ Result<EdgeOptions> FromConfig(config::Section root) {
   cloud.Optional("backoff_initial_s", &fed.backoff_initial_s, 0.01, 3600);
   cloud.Optional("backoff_max_s", &fed.backoff_max_s, 0.01, 86400);
   cloud.Optional("idle_timeout_s", &fed.idle_timeout_s, 0.5, 86400);
+  cloud.Optional("connect_timeout_s", &fed.connect_timeout_s, 0.1, 3600);
   std::vector<config::Section> fed_links = cloud.List("links");
   config::Section source = root.Child("source");
   o.has_source = source.present();

@@ -134,7 +134,7 @@ TEST(OptionsTest, ShippedEdgeConfigsFederateAndSample) {
   EXPECT_DOUBLE_EQ(o->learning.sampling.budget, 0.1);
 }
 
-TEST(OptionsTest, LinkTrainingThreadsAreReadAndChecked) {
+TEST(OptionsTest, LinkThreadsAndConnectTimeoutAreReadAndChecked) {
   auto shipped = edge::LoadEdgeOptions(std::string(MLINK_SOURCE_DIR) + "/configs/edge-site-a.yaml");
   ASSERT_TRUE(shipped.ok()) << shipped.status();
   EXPECT_EQ(shipped->serving.link_threads, 1);  // the default: training shares the machine with serving
@@ -145,6 +145,14 @@ TEST(OptionsTest, LinkTrainingThreadsAreReadAndChecked) {
   auto all = edge::ParseEdgeOptions(head + "serving: {link_threads: 0}\n", "all.yaml");
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_EQ(all->serving.link_threads, 0);
+  const std::string cloud = "cloud: {url: 'wss://127.0.0.1:1/v1/federation', ca: a, cert: b, key: c";
+  EXPECT_EQ(two->learning.federation.connect_timeout_s, 10);  // the default
+  auto slow = edge::ParseEdgeOptions(head + cloud + ", connect_timeout_s: 45}\n", "slow.yaml");
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  EXPECT_EQ(slow->learning.federation.connect_timeout_s, 45);
+  auto zero = edge::ParseEdgeOptions(head + cloud + ", connect_timeout_s: 0}\n", "zero.yaml");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.status().message().find("connect_timeout_s"), std::string::npos) << zero.status();
   auto bad = edge::ParseEdgeOptions(head + "serving: {link_threads: -1}\n", "bad.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("bad.yaml"), std::string::npos) << bad.status();

@@ -75,6 +75,8 @@ struct FederationOptions {
   // Nothing heard from the aggregator for this long (a ping goes out at half of it) means the
   // connection is dead, e.g. a network cut that resets nothing: the site drops it and reconnects.
   double idle_timeout_s = 60;
+  // TCP, TLS and WebSocket upgrade must complete within this (slow uplinks may need more).
+  double connect_timeout_s = 10;
 };
 
 struct LearningOptions {

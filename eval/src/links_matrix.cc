@@ -45,6 +45,7 @@ Result<LinksMatrix> RunLinksMatrix(const LinksMatrixOptions& o) {
   link::PairwiseOptions opts;
   opts.train.epochs = o.epochs;
   opts.train.seed = o.seed;
+  opts.threads = o.threads;
   opts.progress = [](const std::string& arch, int links, int epoch, int epochs, double loss) {
     if (epoch == 1 || epoch % 10 == 0 || epoch == epochs) {
       MLOG_INFO("eval", "training links")
@@ -108,7 +109,8 @@ std::string LinksMarkdown(const LinksMatrix& m) {
     md << "\n";
   }
   std::snprintf(buf, sizeof(buf), "%.1f", m.train_seconds);
-  md << "\nAll " << k * (k - 1) << " links trained as stacked groups in " << buf << " s.\n";
+  md << "\nAll " << k * (k - 1) << " links trained together (TrainPairwise, one group per architecture) in " << buf
+     << " s.\n";
   return md.str();
 }
 

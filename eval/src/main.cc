@@ -35,6 +35,7 @@ struct LinksArgs {
   int test_rows = 2000;
   int epochs = 100;
   uint64_t seed = 1;
+  int threads = 0;
 };
 
 struct AdaptArgs {
@@ -60,6 +61,7 @@ int RunLinks(const std::string& data_dir, const std::string& out_dir, const Link
   o.test_rows = args.test_rows;
   o.epochs = args.epochs;
   o.seed = args.seed;
+  o.threads = args.threads;
   auto m = mlink::eval::RunLinksMatrix(o);
   if (!m.ok()) {
     std::cerr << "mlink-eval: " << m.status().message() << "\n";
@@ -307,6 +309,8 @@ int main(int argc, char** argv) {
   app.add_option("--test-rows", links.test_rows, "test images links are evaluated on")->check(CLI::Range(100, 10000));
   app.add_option("--epochs", links.epochs, "link training epochs (paper: 100)")->check(CLI::Range(1, 1000));
   app.add_option("--seed", links.seed, "seed for models, links and splits");
+  app.add_option("--threads", links.threads, "link training threads (0 = one per core; same results for any count)")
+      ->check(CLI::Range(0, 1024));
   CLI::App* links_cmd = app.add_subcommand("links", "pairwise link matrix on the model zoo (Table 3 form; default)");
   links_cmd->fallthrough();
 
@@ -423,6 +427,7 @@ int main(int argc, char** argv) {
     if (app.get_option("--test-rows")->count() > 0) report.links.test_rows = links.test_rows;
     if (app.get_option("--epochs")->count() > 0) report.links.epochs = links.epochs;
     report.links.seed = links.seed;
+    report.links.threads = links.threads;
     std::stringstream ss(only);
     for (std::string name; std::getline(ss, name, ',');) {
       if (!name.empty()) report.only.push_back(name);

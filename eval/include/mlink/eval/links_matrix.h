@@ -19,6 +19,7 @@ struct LinksMatrixOptions {
   int test_rows = 2000;
   int epochs = 100;
   uint64_t seed = 1;
+  int threads = 0;  // link training threads (0 = one per core); the matrix is the same for any count
 };
 
 struct LinksMatrix {

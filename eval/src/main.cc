@@ -30,14 +30,6 @@ namespace {
 
 FILE* g_out = stdout;
 
-struct LinksArgs {
-  int link_rows = 3000;
-  int test_rows = 2000;
-  int epochs = 100;
-  uint64_t seed = 1;
-  int threads = 0;
-};
-
 struct AdaptArgs {
   std::string cnn;  // empty: the cached CNN, trained on first use
   int seeds = 3;
@@ -53,15 +45,9 @@ void WriteReport(const std::string& out_dir, const std::string& name, const std:
   std::ofstream(out_dir + "/" + name) << md;
 }
 
-int RunLinks(const std::string& data_dir, const std::string& out_dir, const LinksArgs& args) {
+int RunLinks(const std::string& data_dir, const std::string& out_dir, mlink::eval::LinksMatrixOptions o) {
   auto t0 = std::chrono::steady_clock::now();
-  mlink::eval::LinksMatrixOptions o;
   o.fmnist_dir = data_dir;
-  o.link_rows = args.link_rows;
-  o.test_rows = args.test_rows;
-  o.epochs = args.epochs;
-  o.seed = args.seed;
-  o.threads = args.threads;
   auto m = mlink::eval::RunLinksMatrix(o);
   if (!m.ok()) {
     std::cerr << "mlink-eval: " << m.status().message() << "\n";
@@ -304,7 +290,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
 
   // The Table 3 matrix stays the default: its options are accepted with or without "links".
-  LinksArgs links;
+  mlink::eval::LinksMatrixOptions links;  // the CLI's defaults are the options' own
   app.add_option("--link-rows", links.link_rows, "model outputs used to train links")->check(CLI::Range(100, 50000));
   app.add_option("--test-rows", links.test_rows, "test images links are evaluated on")->check(CLI::Range(100, 10000));
   app.add_option("--epochs", links.epochs, "link training epochs (paper: 100)")->check(CLI::Range(1, 1000));
